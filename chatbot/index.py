@@ -1,0 +1,196 @@
+"""The knowledge index: FAISS over passage embeddings, plus the curated FAQ questions embedded on
+their own (matched query to query, for the verbatim-FAQ decision), with the chunks' metadata.
+
+On disk under `<data_dir>/index/`: `versions/<version>/` holds `passages.faiss`, `questions.faiss`,
+`chunks.jsonl` and `manifest.json`; the file `CURRENT` names the live version. A build writes a new
+version in a temporary folder (files fsynced), renames it into place, then replaces `CURRENT`
+atomically, so a crash at any point leaves the previous version live. The manifest records a
+fingerprint of the knowledge files, the embedder and the chunker, so a stale index is detected.
+
+An index object is read-only once built and shared by every session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+
+from chatbot.embeddings import embedder_name
+from chatbot.errors import KnowledgeIndexError
+from chatbot.ingest import knowledge_files, load_folder
+
+log = logging.getLogger(__name__)
+CHUNKER_VERSION = "1"
+KEEP_VERSIONS = 2
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk and its cosine similarity to the query."""
+
+    chunk: Document
+    score: float
+
+
+class KnowledgeIndex:
+    """Passages and FAQ questions, searchable by embedding. Build with `build`, persist with `save`."""
+
+    def __init__(self, chunks: list[Document], passages, questions, faq_rows: list[int], manifest: dict):
+        self.chunks = chunks
+        self._passages = passages
+        self._questions = questions
+        self._faq_rows = faq_rows
+        self.manifest = manifest
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @classmethod
+    def build(cls, chunks: list[Document], embedder: Embeddings, fingerprint: str = "") -> KnowledgeIndex:
+        """Embed the chunks (and the FAQ questions) and index them."""
+        import faiss
+
+        if not chunks:
+            raise KnowledgeIndexError("the knowledge base is empty: add files to the knowledge folder")
+        passage_rows = np.asarray(embedder.embed_documents([c.page_content for c in chunks]), dtype=np.float32)
+        faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
+        questions = [chunks[i].metadata["question"] for i in faq_rows]
+        question_rows = np.asarray([embedder.embed_query(q) for q in questions], dtype=np.float32)
+        passages = faiss.IndexFlatIP(passage_rows.shape[1])
+        passages.add(passage_rows)
+        question_index = faiss.IndexFlatIP(passage_rows.shape[1])
+        if faq_rows:
+            question_index.add(question_rows.reshape(len(faq_rows), -1))
+        manifest = {
+            "version": time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}",
+            "fingerprint": fingerprint,
+            "embedder": embedder_name(embedder),
+            "chunks": len(chunks),
+            "faqs": len(faq_rows),
+            "dims": int(passage_rows.shape[1]),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return cls(chunks, passages, question_index, faq_rows, manifest)
+
+    def search(self, query_vector: list[float], k: int) -> list[Hit]:
+        """The `k` passages most similar to the query, best first."""
+        scores, rows = self._passages.search(np.asarray([query_vector], dtype=np.float32), min(k, len(self.chunks)))
+        return [Hit(self.chunks[r], float(s)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+
+    def best_faq(self, query_vector: list[float]) -> Hit | None:
+        """The curated FAQ whose question is most similar to the query, if there are FAQs."""
+        if not self._faq_rows:
+            return None
+        scores, rows = self._questions.search(np.asarray([query_vector], dtype=np.float32), 1)
+        return Hit(self.chunks[self._faq_rows[int(rows[0][0])]], float(scores[0][0]))
+
+    def save(self, index_dir: Path) -> Path:
+        """Write this version beside the others and make it the live one."""
+        import faiss
+
+        versions = index_dir / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        tmp = versions / f".{self.version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        faiss.write_index(self._passages, str(tmp / "passages.faiss"))
+        faiss.write_index(self._questions, str(tmp / "questions.faiss"))
+        lines = [json.dumps({"text": c.page_content, "metadata": c.metadata}, ensure_ascii=False) for c in self.chunks]
+        (tmp / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
+        for path in tmp.iterdir():
+            _fsync(path)
+        final = versions / self.version
+        os.replace(tmp, final)
+        _atomic_write(index_dir / "CURRENT", self.version)
+        _remove_old_versions(versions, keep=self.version)
+        return final
+
+    @classmethod
+    def load(cls, index_dir: Path) -> KnowledgeIndex:
+        """The live version under `index_dir`."""
+        import faiss
+
+        current = index_dir / "CURRENT"
+        if not current.is_file():
+            raise KnowledgeIndexError(f"no knowledge index in {index_dir}; run `chatbot index build`")
+        folder = index_dir / "versions" / current.read_text().strip()
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            chunks = []
+            for line in (folder / "chunks.jsonl").read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                chunks.append(Document(id=row["metadata"]["id"], page_content=row["text"], metadata=row["metadata"]))
+            passages = faiss.read_index(str(folder / "passages.faiss"))
+            questions = faiss.read_index(str(folder / "questions.faiss"))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise KnowledgeIndexError(f"the index in {folder} is unreadable ({e}); run `chatbot index build`") from e
+        faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
+        return cls(chunks, passages, questions, faq_rows, manifest)
+
+
+def knowledge_fingerprint(knowledge_dir: Path, embedder: Embeddings) -> str:
+    """A digest of the knowledge files, the embedder and the chunker: it changes when any does."""
+    digest = hashlib.sha256(f"{embedder_name(embedder)}|chunker={CHUNKER_VERSION}".encode())
+    for path in knowledge_files(knowledge_dir):
+        digest.update(path.relative_to(knowledge_dir).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def build_index(knowledge_dir: Path, index_dir: Path, embedder: Embeddings) -> KnowledgeIndex:
+    """Chunk and embed every knowledge file, save the new version and make it live."""
+    started = time.perf_counter()
+    fingerprint = knowledge_fingerprint(knowledge_dir, embedder)
+    index = KnowledgeIndex.build(load_folder(knowledge_dir), embedder, fingerprint)
+    index.save(index_dir)
+    log.info("built index %s: %d chunks in %.1f s", index.version, len(index.chunks), time.perf_counter() - started)
+    return index
+
+
+def ensure_index(knowledge_dir: Path, index_dir: Path, embedder: Embeddings) -> KnowledgeIndex:
+    """The live index, rebuilt first when it is missing or the knowledge, embedder or chunker changed."""
+    fingerprint = knowledge_fingerprint(knowledge_dir, embedder)
+    try:
+        index = KnowledgeIndex.load(index_dir)
+        if index.manifest.get("fingerprint") == fingerprint:
+            return index
+        log.info("the knowledge index is stale; rebuilding")
+    except KnowledgeIndexError as e:
+        log.info("%s; building it now", e)
+    return build_index(knowledge_dir, index_dir, embedder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _remove_old_versions(versions: Path, keep: str) -> None:
+    names = sorted(p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    stale = [n for n in names if n != keep][: max(0, len(names) - KEEP_VERSIONS)]
+    for name in stale:
+        shutil.rmtree(versions / name, ignore_errors=True)

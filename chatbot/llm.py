@@ -1,0 +1,213 @@
+"""`ChatModel`: stream a reply to a list of `{role, content}` chat messages.
+
+Backends:
+- `LlamaCppChatModel` (llama-cpp-python) runs a GGUF on the CPU: the default, because on 2 cores it
+  decodes the packaged Qwen2.5 GGUF about 3x faster than transformers and loads it in a second
+  (bench/llm_backends.py measures both on the same prompts). A small pool of contexts serves
+  several requests at once, each with its own KV cache; the weights are memory-mapped once.
+- `TransformersChatModel` runs a hub model or a local folder (or a GGUF, de-quantised) with
+  transformers: bf16 on CUDA, float32 on the CPU (bf16 prefill is 6x slower there).
+- `FakeChatModel`: deterministic, for unit tests and the test profile.
+
+Each call gets its own stream; nothing per request lives on the shared model object. The model's own
+chat template is used; generation stops at the end-of-turn token or after `max_new_tokens`.
+This module decides nothing about what to answer: `dialogue.py` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from chatbot.config import LLMSettings
+from chatbot.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+Message = dict[str, str]
+
+
+class ChatModel(Protocol):
+    """What the dialogue manager needs from a language model."""
+
+    name: str
+
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        """Yield the reply's text in pieces (never half a UTF-8 character)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens `text` takes in this model's vocabulary."""
+        ...
+
+
+class LlamaCppChatModel:
+    """A GGUF run by llama.cpp, with `parallel` contexts for concurrent requests."""
+
+    def __init__(self, path: Path, settings: LLMSettings) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise ModelLoadError("llama-cpp-python is not installed; run `make run` to install it") from e
+        self.name = f"llamacpp/{path.name}"
+        self._settings = settings
+        threads = settings.threads or os.cpu_count() or 1
+        self._pool: queue.Queue = queue.Queue()
+        try:
+            for _ in range(settings.parallel):
+                self._pool.put(
+                    Llama(
+                        model_path=str(path),
+                        n_ctx=settings.context_tokens,
+                        n_threads=threads,
+                        n_threads_batch=threads,
+                        n_batch=512,
+                        verbose=False,
+                    )
+                )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelLoadError(f"llama.cpp could not load {path}: {e}; check the file or name another llm.model") from e
+        self._tokenizer = self._pool.queue[0]
+
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        llm = self._pool.get()
+        try:
+            chunks = llm.create_chat_completion(
+                messages=messages,
+                stream=True,
+                max_tokens=max_new_tokens or self._settings.max_new_tokens,
+                temperature=self._settings.temperature,
+                top_k=1 if self._settings.temperature == 0 else 40,
+            )
+            for chunk in chunks:
+                text = chunk["choices"][0]["delta"].get("content")
+                if text:
+                    yield text
+        finally:
+            self._pool.put(llm)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+class TransformersChatModel:
+    """A causal LM run by transformers; one streamer and one stop flag per call."""
+
+    def __init__(self, settings: LLMSettings, cache_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype_name = settings.dtype if settings.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+        if device == "cpu" and dtype_name != "float32":
+            raise ConfigError(f"llm.dtype: {dtype_name} on the CPU is not allowed (prefill is 6x slower); use float32 or auto")
+        self._device = device
+        self._settings = settings
+        source, kwargs = _transformers_source(settings.model, cache_dir)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype_name), **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(
+                f"transformers could not load '{settings.model}': {e}. Offline, a hub id must already be in "
+                f"the Hugging Face cache; or use llm.backend: llamacpp with a packaged model"
+            ) from e
+        self._model.to(device).eval()
+        self.name = f"transformers/{settings.model}"
+        end_of_turn = self._tokenizer.convert_tokens_to_ids("<|im_end|>")
+        eos = {self._tokenizer.eos_token_id, end_of_turn if isinstance(end_of_turn, int) else None}
+        self._eos = sorted(t for t in eos if isinstance(t, int) and t >= 0)
+
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        inputs = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self._device)
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancelled = threading.Event()
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:  # noqa: ANN001
+                return cancelled.is_set()
+
+        sampling = self._settings.temperature > 0
+        kwargs = dict(
+            **inputs,
+            streamer=streamer,
+            max_new_tokens=max_new_tokens or self._settings.max_new_tokens,
+            do_sample=sampling,
+            temperature=self._settings.temperature if sampling else None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=self._eos,
+            pad_token_id=self._tokenizer.pad_token_id or self._eos[0],
+            stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+        )
+        thread = threading.Thread(target=self._model.generate, kwargs=kwargs, daemon=True)
+        thread.start()
+        try:
+            for text in streamer:
+                if text:
+                    yield text
+        finally:
+            cancelled.set()
+            thread.join()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+
+def _transformers_source(model: str, cache_dir: Path) -> tuple[str, dict]:
+    """Where transformers loads `model` from: a folder, a hub id, or a GGUF (folder + file name)."""
+    if model.startswith("packaged:") or model.endswith(".gguf"):
+        from chatbot.weights import resolve_gguf
+
+        path = resolve_gguf(model, cache_dir)
+        return str(path.parent), {"gguf_file": path.name}
+    return model, {}
+
+
+class FakeChatModel:
+    """Deterministic stand-in: replies with the first line of the first passage it was given, or a
+    fixed `reply`; counts whitespace-separated words and CJK characters as tokens."""
+
+    name = "fake"
+
+    def __init__(self, reply: str | None = None) -> None:
+        self.reply = reply
+        self.calls: list[list[Message]] = []
+
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        self.calls.append(messages)
+        text = self.reply if self.reply is not None else _first_passage_line(messages[-1]["content"])
+        words = text.split(" ")
+        for i, word in enumerate(words[: max_new_tokens or len(words)]):
+            yield word if i == 0 else " " + word
+
+    def count_tokens(self, text: str) -> int:
+        return sum(len(word) if not word.isascii() else 1 for word in text.split())
+
+
+def _first_passage_line(prompt: str) -> str:
+    for line in prompt.splitlines():
+        if line.startswith("[1]"):
+            return "Fake answer: " + line.removeprefix("[1]").strip()
+    return "Fake answer."
+
+
+def make_chat_model(settings: LLMSettings, cache_dir: Path) -> ChatModel:
+    """The chat model the settings name."""
+    if settings.backend == "fake":
+        return FakeChatModel()
+    if settings.backend == "transformers":
+        return TransformersChatModel(settings, cache_dir)
+    from chatbot.weights import resolve_gguf
+
+    return LlamaCppChatModel(resolve_gguf(settings.model, cache_dir), settings)

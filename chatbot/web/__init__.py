@@ -1,0 +1,1 @@
+"""The web layer: the only part of Kefu that imports gradio."""

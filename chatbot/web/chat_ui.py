@@ -1,0 +1,88 @@
+"""The customer chat page (Gradio). It only translates: a message and the session's history go to
+`DialogueManager.respond`, the streamed text and the sources come back into the chat.
+
+Per-session state is the conversation in `gr.State` (questions and clean answers, without the
+sources footer); nothing per user lives on the shared manager.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import gradio as gr
+
+from chatbot.dialogue import DialogueManager, Reply
+from chatbot.errors import UserError
+from chatbot.language import detect_language
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = [
+    "How long does standard delivery take?",
+    "Can I return an item I have already opened?",
+    "What payment methods do you accept?",
+    "标准快递多久能送到？",
+    "已经拆封的商品可以退货吗？",
+    "如何重置密码？",
+]
+_SOURCES_LABEL = {"en": "Sources", "zh": "来源"}
+_MODE_NOTE = {
+    ("faq", "en"): "curated answer",
+    ("faq", "zh"): "标准答案",
+    ("generate", "en"): "generated from the passages below; please check them",
+    ("generate", "zh"): "根据以下资料生成，请以资料为准",
+}
+
+
+def sources_footer(reply: Reply) -> str:
+    """The Markdown shown under an answer: how it was made and the passages it came from."""
+    if not reply.sources:
+        return ""
+    note = _MODE_NOTE.get((reply.mode, reply.lang), "")
+    lines = [f"\n\n---\n**{_SOURCES_LABEL.get(reply.lang, 'Sources')}** ({note})"]
+    for n, source in enumerate(reply.sources, 1):
+        heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""
+        lines.append(f"{n}. {source.title}{heading} · `{source.source}` · {source.score:.2f}")
+    return "\n".join(lines)
+
+
+def build_chat_ui(manager: DialogueManager, concurrency_limit: int) -> gr.Blocks:
+    """The chat page. `concurrency_limit` chat events run at once (Gradio's default is 1)."""
+
+    def respond(message: str, chat: list[dict], conversation: list[dict]) -> Iterator[tuple[str, list[dict], list[dict]]]:
+        chat = [*chat, {"role": "user", "content": message}]
+        try:
+            reply = manager.respond(message, conversation)
+        except UserError as e:
+            yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation
+            return
+        except Exception:  # noqa: BLE001 - never show a traceback to a customer
+            log.exception("answering failed")
+            text = manager.prompts.render("error", lang=detect_language(message))
+            yield message, [*chat, {"role": "assistant", "content": text}], conversation
+            return
+        answer = {"role": "assistant", "content": ""}
+        chat.append(answer)
+        for piece in reply:
+            answer["content"] += piece
+            yield "", chat, conversation
+        answer["content"] = reply.text + sources_footer(reply)
+        conversation = [*conversation, {"role": "user", "content": message.strip()}, {"role": "assistant", "content": reply.text}]
+        yield "", chat, conversation
+
+    with gr.Blocks(title="Kefu · customer service") as ui:
+        gr.Markdown(f"## {manager.business} · customer service / 客服\nAsk in English or Chinese. 可以用中文或英文提问。")
+        chat = gr.Chatbot(label="Chat", height=520, feedback_options=None, buttons=["copy"])
+        conversation = gr.State([])
+        with gr.Row():
+            box = gr.Textbox(placeholder="Type your question… / 请输入您的问题…", show_label=False, scale=8, max_lines=6, autofocus=True)
+            send = gr.Button("Send · 发送", variant="primary", scale=1)
+        new = gr.Button("New conversation · 新对话", size="sm")
+        gr.Examples(EXAMPLES, inputs=box, label="Examples · 示例问题")
+        io = dict(fn=respond, inputs=[box, chat, conversation], outputs=[box, chat, conversation])
+        limits = dict(concurrency_limit=concurrency_limit, concurrency_id="chat", show_progress="hidden")
+        box.submit(**io, **limits, api_name="chat")
+        send.click(**io, **limits, api_visibility="private")
+        new.click(lambda: ("", [], []), outputs=[box, chat, conversation], api_name="new_conversation")
+    return ui

@@ -1,0 +1,138 @@
+"""The dialogue manager on fakes: the decision rule, the history budget, grounded prompts, bad input."""
+
+import pytest
+from langchain_core.documents import Document
+
+from chatbot.dialogue import DialogueManager, decide, trim_history
+from chatbot.embeddings import FakeEmbeddings
+from chatbot.errors import UserError
+from chatbot.index import Hit, ensure_index
+from chatbot.llm import FakeChatModel
+from chatbot.prompts import Prompts
+from chatbot.retrieval import Retrieval, Retriever
+
+
+def _hit(score, lang="en", kind="faq"):
+    return Hit(Document(page_content="q\na", metadata={"id": "x", "lang": lang, "kind": kind}), score)
+
+
+@pytest.mark.parametrize(
+    ("faq", "top", "lang", "expected"),
+    [
+        (_hit(0.95), 0.95, "en", "faq"),  # confident curated match
+        (_hit(0.90), 0.50, "en", "faq"),  # the FAQ threshold is inclusive
+        (_hit(0.95, lang="zh"), 0.95, "en", "generate"),  # a curated answer in another language is not given verbatim
+        (_hit(0.89), 0.85, "en", "generate"),
+        (None, 0.80, "en", "generate"),  # the answer threshold is inclusive
+        (_hit(0.89), 0.79, "en", "abstain"),
+        (None, -1.0, "zh", "abstain"),  # nothing retrieved
+    ],
+)
+def test_decision_rule(faq, top, lang, expected):
+    retrieval = Retrieval([_hit(top, kind="section")] if top > -1 else [], faq, lang, 1.0)
+    assert decide(retrieval, faq_threshold=0.90, answer_threshold=0.80) == expected
+
+
+def _count_words(text):
+    return len(text.split())
+
+
+def test_history_keeps_the_newest_turns_within_budget_starting_on_a_user_turn():
+    history = [
+        {"role": "user", "content": "one two three"},
+        {"role": "assistant", "content": "four five"},
+        {"role": "user", "content": "six"},
+        {"role": "assistant", "content": "seven eight"},
+    ]
+    assert trim_history(history, 100, _count_words) == history
+    assert trim_history(history, 5, _count_words) == history[2:]
+    assert trim_history(history, 4, _count_words) == history[2:]
+    assert trim_history(history, 2, _count_words) == []  # never starts on an assistant turn
+    assert trim_history([], 10, _count_words) == []
+
+
+@pytest.fixture
+def manager(settings):
+    index = ensure_index(settings.knowledge_dir, settings.index_dir, FakeEmbeddings())
+    return DialogueManager(settings, Retriever(index, FakeEmbeddings(), settings.retrieval), FakeChatModel(), Prompts(settings.prompts_dir))
+
+
+def test_a_confident_faq_match_is_answered_verbatim_without_the_lm(manager):
+    reply = manager.respond("How long does standard delivery take?").finish()
+    assert reply.mode == "faq"
+    assert reply.text == "Standard delivery takes 3 to 5 business days."
+    assert [s.id for s in reply.sources] == ["en/faq.csv#0"]
+    assert manager.model.calls == []
+    assert set(reply.timings) == {"retrieve_ms", "first_token_ms", "total_ms"}
+
+
+def test_a_chinese_question_gets_the_chinese_curated_answer(manager):
+    reply = manager.respond("标准快递多久能送到？").finish()
+    assert (reply.mode, reply.lang, reply.text) == ("faq", "zh", "标准快递需要3到5个工作日送达。")
+
+
+def test_a_generated_answer_cites_exactly_the_passages_given_to_the_lm(manager):
+    reply = manager.respond("Can opened items be returned within 14 days?").finish()
+    assert reply.mode == "generate"
+    prompt = manager.model.calls[0]
+    assert prompt[0]["role"] == "system" and prompt[-1]["role"] == "user"
+    for n, source in enumerate(reply.sources, 1):
+        assert f"[{n}] {source.text}" in prompt[-1]["content"]
+    assert reply.sources[0].id == "en/returns.md#2"
+    assert reply.text.startswith("Fake answer: Returns policy > Opened items")
+
+
+def test_an_unrelated_question_abstains_in_the_users_language_and_offers_a_person(manager):
+    en = manager.respond("What is the capital of France?").finish()
+    zh = manager.respond("法国的首都是哪里？").finish()
+    assert (en.mode, en.sources) == ("abstain", []) and "connect you with a person" in en.text
+    assert (zh.mode, zh.lang) == ("abstain", "zh") and "人工客服" in zh.text
+    assert manager.model.calls == []
+
+
+def test_a_follow_up_is_retrieved_with_the_conversation_before_it(manager):
+    history = [
+        {"role": "user", "content": "What is the returns policy for opened items?"},
+        {"role": "assistant", "content": "Within 14 days."},
+    ]
+    alone = manager.retriever.retrieve("and the restocking fee?")
+    followed = manager.retriever.retrieve("and the restocking fee?", [history[0]["content"]])
+    assert alone.passages[0].chunk.metadata["source"] != "en/returns.md" or alone.top_score < followed.top_score
+    assert followed.passages[0].chunk.metadata["id"] == "en/returns.md#2"
+    reply = manager.respond("and the restocking fee?", history).finish()
+    assert reply.sources and reply.sources[0].id == "en/returns.md#2"
+    assert manager.model.calls[-1][1:3] == history  # the history is in the prompt, the question last
+
+
+def test_the_history_in_the_prompt_is_trimmed_to_budget_never_the_question(manager):
+    long_turn = "word " * 150
+    history = [{"role": "user", "content": long_turn}, {"role": "assistant", "content": long_turn}] * 3
+    manager.respond("Opened items restocking fee?", history).finish()
+    prompt = manager.model.calls[-1]
+    assert len(prompt) == 2  # budget 200 < 300 words: every old turn dropped
+    assert prompt[-1]["content"].endswith("Opened items restocking fee?")
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("", "Your message is empty"),
+        ("   \n\t ", "Your message is empty"),
+        ("x" * 2001, "Your message is 2001 characters long, over the limit of 2000"),
+        ("退" * 20000, "您的消息有 20000 个字符，超过了 2000 个字符的上限"),
+    ],
+)
+def test_bad_messages_get_a_clear_reply_in_the_users_language(manager, message, expected):
+    with pytest.raises(UserError, match=expected):
+        manager.respond(message)
+    assert manager.model.calls == []
+
+
+def test_a_model_failure_mid_answer_becomes_an_apology(manager):
+    def broken(messages, max_new_tokens=None):
+        yield "Partial"
+        raise RuntimeError("boom")
+
+    manager.model.stream = broken
+    reply = manager.respond("Can opened items be returned within 14 days?").finish()
+    assert reply.text.startswith("Partial") and "something went wrong" in reply.text
