@@ -57,8 +57,9 @@ class RetrievalSettings(_Section):
     # Cosine similarity of the question to a curated FAQ question at or above which the FAQ answer
     # is given verbatim with no LM call (calibrated: see docs/calibration.md).
     faq_threshold: float = Field(0.90, ge=-1.0, le=1.0)
-    # Cosine similarity of the question to its best passage below which Kefu abstains.
-    answer_threshold: float = Field(0.82, ge=-1.0, le=1.0)
+    # Per language: cosine similarity of the question itself to the passage ranked first below
+    # which Kefu abstains (e5 scores run higher in Chinese; see docs/calibration.md).
+    answer_threshold: dict[Literal["en", "zh"], float] = {"en": 0.835, "zh": 0.87}
     # Weight of the previous user turns when a follow-up is embedded with its context.
     history_weight: float = Field(0.5, ge=0.0, le=2.0)
     history_turns: int = Field(2, ge=0, le=10)
@@ -158,8 +159,16 @@ def _env_overrides(env: dict[str, str]) -> dict[tuple[str, ...], str]:
             raise ConfigError(
                 f"{var}: not a setting; allowed: CHATBOT_PROFILE, {', '.join(sorted(keys))}"
             )
-        found[keys[var]] = value
+        # A mapping or list is written as YAML/JSON: CHATBOT_RETRIEVAL_ANSWER_THRESHOLD='{en: 0.8, zh: 0.85}'
+        found[keys[var]] = _parse_structured(var, value) if value.lstrip().startswith(("{", "[")) else value
     return found
+
+
+def _parse_structured(var: str, value: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{var}: not valid YAML/JSON ({e})") from e
 
 
 def _set_path(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -85,12 +85,15 @@ class Reply:
         }
 
 
-def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: float) -> Mode:
-    """The decision rule, on retrieval scores alone."""
+def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[str, float]) -> Mode:
+    """The decision rule, on retrieval scores alone: a curated FAQ in the user's language whose
+    question matches closely enough, else an LM answer if the question is relevant enough to the
+    passage ranked first, else abstain."""
     faq = retrieval.faq
     if faq is not None and faq.score >= faq_threshold and faq.chunk.metadata.get("lang") == retrieval.lang:
         return "faq"
-    if retrieval.top_score >= answer_threshold:
+    threshold = answer_threshold.get(retrieval.lang, max(answer_threshold.values()))
+    if retrieval.passages and retrieval.relevance >= threshold:
         return "generate"
     return "abstain"
 
@@ -133,7 +136,7 @@ class DialogueManager:
         lang = retrieval.lang
         timings = {"retrieve_ms": retrieval.elapsed_ms}
         mode = decide(retrieval, self.settings.retrieval.faq_threshold, self.settings.retrieval.answer_threshold)
-        log.info("mode=%s lang=%s top=%.3f faq=%.3f", mode, lang, retrieval.top_score, retrieval.faq.score if retrieval.faq else -1)
+        log.info("mode=%s lang=%s relevance=%.3f faq=%.3f", mode, lang, retrieval.relevance, retrieval.faq.score if retrieval.faq else -1)
         if mode == "faq":
             assert retrieval.faq is not None
             hit = retrieval.faq

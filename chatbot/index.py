@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ class Hit:
 
     chunk: Document
     score: float
+    row: int = -1  # the chunk's row in the passage index
 
 
 class KnowledgeIndex:
@@ -73,7 +75,7 @@ class KnowledgeIndex:
         if faq_rows:
             question_index.add(question_rows.reshape(len(faq_rows), -1))
         manifest = {
-            "version": time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}",
+            "version": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"),  # sorts by age
             "fingerprint": fingerprint,
             "embedder": embedder_name(embedder),
             "chunks": len(chunks),
@@ -86,14 +88,19 @@ class KnowledgeIndex:
     def search(self, query_vector: list[float], k: int) -> list[Hit]:
         """The `k` passages most similar to the query, best first."""
         scores, rows = self._passages.search(np.asarray([query_vector], dtype=np.float32), min(k, len(self.chunks)))
-        return [Hit(self.chunks[r], float(s)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+        return [Hit(self.chunks[r], float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+
+    def passage_vector(self, row: int) -> np.ndarray:
+        """The stored embedding of the chunk at `row`."""
+        return self._passages.reconstruct(row)
 
     def best_faq(self, query_vector: list[float]) -> Hit | None:
         """The curated FAQ whose question is most similar to the query, if there are FAQs."""
         if not self._faq_rows:
             return None
         scores, rows = self._questions.search(np.asarray([query_vector], dtype=np.float32), 1)
-        return Hit(self.chunks[self._faq_rows[int(rows[0][0])]], float(scores[0][0]))
+        row = self._faq_rows[int(rows[0][0])]
+        return Hit(self.chunks[row], float(scores[0][0]), row)
 
     def save(self, index_dir: Path) -> Path:
         """Write this version beside the others and make it the live one."""

@@ -29,6 +29,9 @@ class Retrieval:
     faq: Hit | None  # the closest curated FAQ question to the question on its own
     lang: str
     elapsed_ms: float
+    # The question's own similarity to the passage ranked first (ranked with the conversation):
+    # a follow-up about the same subject stays high, an unrelated question after it does not.
+    relevance: float = -1.0
 
     @property
     def top_score(self) -> float:
@@ -53,7 +56,8 @@ class Retriever:
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
         passages = (same_language or hits)[: self.settings.top_k]
         faq = self.index.best_faq(question_vector.tolist())
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000)
+        relevance = float(self.index.passage_vector(passages[0].row) @ question_vector) if passages else -1.0
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance)
 
     def _with_context(self, question_vector: np.ndarray, previous: list[str]) -> np.ndarray:
         recent = previous[-self.settings.history_turns :] if self.settings.history_turns else []

@@ -26,10 +26,16 @@ def test_chatbot_profile_picks_the_file():
 
 
 def test_environment_overrides_any_key_with_its_type(tmp_path: Path):
-    env = {"CHATBOT_LLM_MAX_NEW_TOKENS": "42", "CHATBOT_DATA_DIR": str(tmp_path), "CHATBOT_RETRIEVAL_FAQ_THRESHOLD": "0.5"}
+    env = {
+        "CHATBOT_LLM_MAX_NEW_TOKENS": "42",
+        "CHATBOT_DATA_DIR": str(tmp_path),
+        "CHATBOT_RETRIEVAL_FAQ_THRESHOLD": "0.5",
+        "CHATBOT_RETRIEVAL_ANSWER_THRESHOLD": "{en: 0.7, zh: 0.8}",
+    }
     s = load_settings("default", environ=env)
     assert s.llm.max_new_tokens == 42
     assert s.retrieval.faq_threshold == 0.5
+    assert s.retrieval.answer_threshold == {"en": 0.7, "zh": 0.8}
     assert s.data_dir == tmp_path and s.index_dir == tmp_path / "index" and s.model_cache_dir == tmp_path / "models"
 
 

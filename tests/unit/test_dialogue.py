@@ -17,7 +17,7 @@ def _hit(score, lang="en", kind="faq"):
 
 
 @pytest.mark.parametrize(
-    ("faq", "top", "lang", "expected"),
+    ("faq", "relevance", "lang", "expected"),
     [
         (_hit(0.95), 0.95, "en", "faq"),  # confident curated match
         (_hit(0.90), 0.50, "en", "faq"),  # the FAQ threshold is inclusive
@@ -25,12 +25,15 @@ def _hit(score, lang="en", kind="faq"):
         (_hit(0.89), 0.85, "en", "generate"),
         (None, 0.80, "en", "generate"),  # the answer threshold is inclusive
         (_hit(0.89), 0.79, "en", "abstain"),
+        (None, 0.84, "zh", "abstain"),  # each language has its own threshold
+        (None, 0.85, "zh", "generate"),
         (None, -1.0, "zh", "abstain"),  # nothing retrieved
     ],
 )
-def test_decision_rule(faq, top, lang, expected):
-    retrieval = Retrieval([_hit(top, kind="section")] if top > -1 else [], faq, lang, 1.0)
-    assert decide(retrieval, faq_threshold=0.90, answer_threshold=0.80) == expected
+def test_decision_rule(faq, relevance, lang, expected):
+    passages = [_hit(relevance, kind="section")] if relevance > -1 else []
+    retrieval = Retrieval(passages, faq, lang, 1.0, relevance)
+    assert decide(retrieval, faq_threshold=0.90, answer_threshold={"en": 0.80, "zh": 0.85}) == expected
 
 
 def _count_words(text):
