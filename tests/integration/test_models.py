@@ -1,0 +1,56 @@
+"""The other real backends: transformers running a GGUF (SmolLM2, de-quantised, float32 on the CPU)
+and the packaged sentence-transformers MiniLM embedder."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatbot.config import LLMSettings
+from chatbot.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def test_transformers_backend_streams_with_the_models_chat_template(tmp_path):
+    from chatbot.llm import TransformersChatModel
+
+    model = TransformersChatModel(LLMSettings(backend="transformers", model="packaged:smollm2-135m", max_new_tokens=12), tmp_path)
+    pieces = list(model.stream([{"role": "user", "content": "Say hello."}]))
+    assert pieces and "".join(pieces).strip()
+    assert model.count_tokens("".join(pieces)) <= 12 + 1
+    assert "<|im_start|>" not in "".join(pieces)
+    assert model._model.dtype.is_floating_point and str(model._model.dtype) == "torch.float32"
+
+
+def test_bfloat16_on_the_cpu_is_refused(tmp_path):
+    from chatbot.llm import TransformersChatModel
+
+    with pytest.raises(ConfigError, match="llm.dtype: bfloat16 on the CPU is not allowed"):
+        TransformersChatModel(LLMSettings(backend="transformers", model="packaged:smollm2-135m", device="cpu", dtype="bfloat16"), tmp_path)
+
+
+def test_llamacpp_serves_two_requests_at_once_from_separate_contexts(tmp_path):
+    import threading
+
+    from chatbot.llm import LlamaCppChatModel
+    from chatbot.weights import smollm2_gguf
+
+    model = LlamaCppChatModel(smollm2_gguf(), LLMSettings(max_new_tokens=8, parallel=2))
+    first = model.stream([{"role": "user", "content": "Count to five."}])
+    next(first)  # the first request holds one context, mid-answer
+    done = threading.Event()
+    threading.Thread(target=lambda: (list(model.stream([{"role": "user", "content": "Hi"}])), done.set())).start()
+    assert done.wait(60), "a second request waited for the first one's whole answer"
+    list(first)
+
+
+def test_packaged_minilm_embeds_for_retrieval():
+    import numpy as np
+
+    from chatbot.embeddings import SentenceTransformerEmbeddings
+
+    embedder = SentenceTransformerEmbeddings("packaged:all-minilm-l6-v2")
+    docs = np.array(embedder.embed_documents(["Standard delivery takes 3 to 5 days.", "Our lamps have a one-year warranty."]))
+    query = np.array(embedder.embed_query("How long is shipping?"))
+    assert docs.shape == (2, 384) and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-4)
+    assert (docs @ query).argmax() == 0

@@ -1,0 +1,94 @@
+"""The real web app over HTTP: `chatbot serve` in a subprocess, driven with gradio_client."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import os
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    env["CHATBOT_DATA_DIR"] = str(tmp_path_factory.mktemp("serve-data"))
+    log = (tmp_path_factory.mktemp("logs") / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, open(log.name).read()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        pytest.fail("the server did not become healthy in 300 s")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def _client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def _chat(client, message, chat=None):
+    """Send a message in this client's session; the streamed updates and the final chat."""
+    job = client.submit(message, chat or [], api_name="/chat")
+    final = job.result(timeout=300)
+    return job.outputs(), final[1]
+
+
+def test_health_reports_the_index_and_model(server):
+    body = httpx.get(f"{server}/healthz").json()
+    assert body["status"] == "ok" and body["chunks"] > 100 and body["model"].startswith("llamacpp/")
+
+
+def test_a_faq_answer_comes_with_its_source(server):
+    _, chat = _chat(_client(server), "How long does standard delivery take?")
+    assert chat[0]["role"] == "user" and chat[-1]["role"] == "assistant"
+    answer = chat[-1]["content"]
+    text = answer if isinstance(answer, str) else str(answer)
+    assert "3–5 business days" in text and "**Sources**" in text and "en/faq.csv" in text
+
+
+def test_a_generated_answer_streams_and_sessions_stay_separate(server):
+    a, b = _client(server), _client(server)
+    with ThreadPoolExecutor(2) as pool:
+        first_a = pool.submit(_chat, a, "How do I return something I bought?")
+        first_b = pool.submit(_chat, b, "我的咖啡机坏了，保修几年？")
+        (_, chat_a), (_, chat_b) = first_a.result(), first_b.result()
+    updates, chat_a = _chat(a, "What if I already opened it?", chat_a)
+    assert len(updates) > 2, "the answer was not streamed"
+    text = str(chat_a[-1]["content"])
+    assert "Opened or used items" in text or "Can I return an opened item?" in text
+    assert all("咖啡机" not in str(m["content"]) for m in chat_a)
+    assert "来源" in str(chat_b[-1]["content"])
+
+
+@pytest.mark.parametrize(("message", "expected"), [("   ", "Your message is empty"), ("x" * 20000, "over the limit of 2000")])
+def test_bad_messages_get_a_clear_reply_and_the_chat_goes_on(server, message, expected):
+    client = _client(server)
+    _, chat = _chat(client, message)
+    assert expected in str(chat[-1]["content"])
+    _, chat = _chat(client, "What payment methods do you accept?", chat)
+    assert "**Sources**" in str(chat[-1]["content"])
