@@ -7,19 +7,26 @@ STAMP := $(VENV)/.installed
 # Where pip finds a CPU-only torch on a machine without CUDA, if not on the machine already
 # (e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu).
 TORCH_INDEX ?=
-# llama.cpp is compiled once for a portable x86-64 AVX2 CPU into .wheels/ (about 5 minutes on
-# 2 cores). A native build enables AMX kernels that crash on some virtual machines.
+# llama.cpp is compiled once for a portable x86-64 AVX2 CPU (about 5 minutes on 2 cores) and the
+# wheel kept in a per-user cache. A native build enables AMX kernels that crash on some virtual machines.
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-WHEELS := .wheels
+WHEELS ?= $(HOME)/.cache/kefu/wheels
 
-.PHONY: run test install index bench clean
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: run test install browser index bench clean
 
 run: install
 	$(BIN)/chatbot serve
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# Headless Chromium and its driver, for the browser tests (Debian/Ubuntu packages).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 install: $(STAMP)
 

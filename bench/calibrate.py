@@ -37,6 +37,7 @@ def main() -> None:
     retriever = Retriever(index, embedder, settings.retrieval)
     probes = [json.loads(line) for line in args.probes.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = []
+    modes: dict[str, int] = {}
     print(f"embedder {settings.embeddings.backend}; {len(index.chunks)} chunks\n")
     print(f"{'expect':8} {'mode':8} {'rel':>5} {'faq':>5} {'rank':>4}  question")
     for probe in probes:
@@ -47,10 +48,12 @@ def main() -> None:
         rank = next((i + 1 for i, h in enumerate(headings) if h in probe["gold"]), 0)
         faq_ok = r.faq is not None and r.faq.chunk.metadata["question"] in probe["gold"] and r.faq.chunk.metadata["lang"] == r.lang
         right = {"abstain": mode == "abstain", "faq": mode == "faq", "answer": (mode == "generate" and 0 < rank <= settings.retrieval.passages_in_prompt) or (mode == "faq" and faq_ok)}[probe["expect"]]
+        modes[mode] = modes.get(mode, 0) + 1
         rows.append(Row(probe["expect"], r.lang, r.relevance, r.faq.score if r.faq else -1.0, rank, faq_ok, right))
         follow = "↳ " if previous else ""
         print(f"{probe['expect']:8} {mode:8} {r.relevance:5.3f} {rows[-1].faq:5.3f} {rank or '-':>4}  {'' if right else 'WRONG '}{follow}{probe['question']}")
     report(rows, settings.retrieval.passages_in_prompt)
+    print(f"modes: {modes}")
 
 
 @dataclass

@@ -86,16 +86,24 @@ class Reply:
 
 
 def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[str, float]) -> Mode:
-    """The decision rule, on retrieval scores alone: a curated FAQ in the user's language whose
-    question matches closely enough, else an LM answer if the question is relevant enough to the
-    passage ranked first, else abstain."""
+    """The decision rule, on retrieval scores alone.
+
+    faq       a curated FAQ in the user's language whose question matches at `faq_threshold`, or
+              whose question is the closest match *and* whose Q+A is the passage ranked first for
+              a relevant question (two retrievers agree: docs/calibration.md)
+    generate  the question is relevant enough to the passage ranked first
+    abstain   otherwise
+    """
     faq = retrieval.faq
-    if faq is not None and faq.score >= faq_threshold and faq.chunk.metadata.get("lang") == retrieval.lang:
+    faq_usable = faq is not None and faq.chunk.metadata.get("lang") == retrieval.lang
+    if faq_usable and faq.score >= faq_threshold:
         return "faq"
     threshold = answer_threshold.get(retrieval.lang, max(answer_threshold.values()))
-    if retrieval.passages and retrieval.relevance >= threshold:
-        return "generate"
-    return "abstain"
+    if not retrieval.passages or retrieval.relevance < threshold:
+        return "abstain"
+    if faq_usable and retrieval.passages[0].chunk.metadata.get("id") == faq.chunk.metadata.get("id"):
+        return "faq"
+    return "generate"
 
 
 def trim_history(history: list[Message], budget: int, count_tokens) -> list[Message]:  # noqa: ANN001

@@ -40,7 +40,7 @@ def sources_footer(reply: Reply) -> str:
     if not reply.sources:
         return ""
     note = _MODE_NOTE.get((reply.mode, reply.lang), "")
-    lines = [f"\n\n---\n**{_SOURCES_LABEL.get(reply.lang, 'Sources')}** ({note})"]
+    lines = [f"\n\n**{_SOURCES_LABEL.get(reply.lang, 'Sources')}** ({note})"]
     for n, source in enumerate(reply.sources, 1):
         heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""
         lines.append(f"{n}. {source.title}{heading} · `{source.source}` · {source.score:.2f}")

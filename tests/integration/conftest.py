@@ -4,7 +4,12 @@ from `knowledge/`), with all state in a temporary data dir."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
 import pytest
 
 from chatbot.config import load_settings
@@ -32,3 +37,32 @@ def manager(default_settings):
 def cli_env(data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
     return env | {"CHATBOT_DATA_DIR": str(data_dir)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    env["CHATBOT_DATA_DIR"] = str(tmp_path_factory.mktemp("serve-data"))
+    log = (tmp_path_factory.mktemp("logs") / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, open(log.name).read()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        pytest.fail("the server did not become healthy in 300 s")
+    yield url
+    proc.terminate()
+    proc.wait(30)

@@ -12,8 +12,8 @@ from chatbot.prompts import Prompts
 from chatbot.retrieval import Retrieval, Retriever
 
 
-def _hit(score, lang="en", kind="faq"):
-    return Hit(Document(page_content="q\na", metadata={"id": "x", "lang": lang, "kind": kind}), score)
+def _hit(score, lang="en", kind="faq", id="x"):
+    return Hit(Document(page_content="q\na", metadata={"id": id, "lang": lang, "kind": kind}), score)
 
 
 @pytest.mark.parametrize(
@@ -23,15 +23,16 @@ def _hit(score, lang="en", kind="faq"):
         (_hit(0.90), 0.50, "en", "faq"),  # the FAQ threshold is inclusive
         (_hit(0.95, lang="zh"), 0.95, "en", "generate"),  # a curated answer in another language is not given verbatim
         (_hit(0.89), 0.85, "en", "generate"),
+        (_hit(0.85, id="top"), 0.85, "en", "faq"),  # the closest FAQ question is also the top passage: they agree
         (None, 0.80, "en", "generate"),  # the answer threshold is inclusive
-        (_hit(0.89), 0.79, "en", "abstain"),
+        (_hit(0.89, id="top"), 0.79, "en", "abstain"),  # agreement on an irrelevant passage is no answer
         (None, 0.84, "zh", "abstain"),  # each language has its own threshold
         (None, 0.85, "zh", "generate"),
         (None, -1.0, "zh", "abstain"),  # nothing retrieved
     ],
 )
 def test_decision_rule(faq, relevance, lang, expected):
-    passages = [_hit(relevance, kind="section")] if relevance > -1 else []
+    passages = [_hit(relevance, kind="section", id="top")] if relevance > -1 else []
     retrieval = Retrieval(passages, faq, lang, 1.0, relevance)
     assert decide(retrieval, faq_threshold=0.90, answer_threshold={"en": 0.80, "zh": 0.85}) == expected
 
