@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatbot.config import load_settings  # noqa: E402
-from chatbot.dialogue import decide  # noqa: E402
-from chatbot.embeddings import make_embeddings  # noqa: E402
-from chatbot.index import build_index  # noqa: E402
-from chatbot.retrieval import Retriever  # noqa: E402
+from chatbot.config import load_settings
+from chatbot.dialogue import decide
+from chatbot.embeddings import make_embeddings
+from chatbot.index import build_index
+from chatbot.retrieval import Retriever
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatbot.config import load_settings  # noqa: E402
+from chatbot.config import load_settings
 
 FAQ = ["How long does standard delivery take?", "What payment methods do you accept?", "如何退货？", "可以分期付款吗？"]
 GENERATE = [
@@ -53,7 +53,7 @@ def main() -> None:
         run(settings, args.repeats)
 
 
-def run(settings, repeats: int) -> None:  # noqa: ANN001
+def run(settings, repeats: int) -> None:
     from chatbot.embeddings import make_embeddings
     from chatbot.index import KnowledgeIndex, build_index
     from chatbot.llm import make_chat_model

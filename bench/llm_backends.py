@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatbot.config import load_settings  # noqa: E402
+from chatbot.config import load_settings
 
 QUESTIONS = [
     "I opened the box, can I still send it back?",
@@ -31,7 +31,7 @@ QUESTIONS = [
 ]
 
 
-def timed_stream(model, messages):  # noqa: ANN001
+def timed_stream(model, messages):
     started = time.perf_counter()
     first, text = None, ""
     for piece in model.stream(messages):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from chatbot.config import Settings
@@ -57,7 +57,6 @@ class Reply:
     _pieces: Iterator[str]
     _started: float
     text: str = ""
-    done: bool = field(default=False)
 
     def __iter__(self) -> Iterator[str]:
         for piece in self._pieces:
@@ -67,7 +66,6 @@ class Reply:
             yield piece
         self.text = self.text.strip()
         self.timings["total_ms"] = _ms_since(self._started)
-        self.done = True
 
     def finish(self) -> Reply:
         """Consume the whole stream; returns self."""
@@ -106,7 +104,7 @@ def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[st
     return "generate"
 
 
-def trim_history(history: list[Message], budget: int, count_tokens) -> list[Message]:  # noqa: ANN001
+def trim_history(history: list[Message], budget: int, count_tokens) -> list[Message]:
     """The most recent whole turns of `history` that fit in `budget` tokens (oldest dropped first)."""
     kept: list[Message] = []
     used = 0
@@ -168,7 +166,7 @@ class DialogueManager:
     def _generate(self, messages: list[Message], lang: str) -> Iterator[str]:
         try:
             yield from self.model.stream(messages)
-        except Exception:  # noqa: BLE001 - a model failure mid-answer becomes an apology, logged
+        except Exception:
             log.exception("the chat model failed while answering")
             yield "\n" + self.prompts.render("error", lang=lang)
 
@@ -185,7 +183,7 @@ class DialogueManager:
         return question
 
 
-def _source(hit, passage_chars: int) -> Source:  # noqa: ANN001
+def _source(hit, passage_chars: int) -> Source:
     meta = hit.chunk.metadata
     text = hit.chunk.page_content
     if len(text) > passage_chars:

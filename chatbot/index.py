@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,7 @@ class KnowledgeIndex:
         if faq_rows:
             question_index.add(question_rows.reshape(len(faq_rows), -1))
         manifest = {
-            "version": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"),  # sorts by age
+            "version": datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"),  # sorts by age
             "fingerprint": fingerprint,
             "embedder": embedder_name(embedder),
             "chunks": len(chunks),

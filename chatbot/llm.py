@@ -134,7 +134,7 @@ class TransformersChatModel:
         cancelled = threading.Event()
 
         class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs) -> bool:  # noqa: ANN001
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
                 return cancelled.is_set()
 
         sampling = self._settings.temperature > 0

@@ -33,10 +33,6 @@ class Retrieval:
     # a follow-up about the same subject stays high, an unrelated question after it does not.
     relevance: float = -1.0
 
-    @property
-    def top_score(self) -> float:
-        return self.passages[0].score if self.passages else -1.0
-
 
 class Retriever:
     """Searches one knowledge index with one embedder; shared by every session, read-only."""

@@ -57,7 +57,7 @@ def build_chat_ui(manager: DialogueManager, concurrency_limit: int) -> gr.Blocks
         except UserError as e:
             yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation
             return
-        except Exception:  # noqa: BLE001 - never show a traceback to a customer
+        except Exception:
             log.exception("answering failed")
             text = manager.prompts.render("error", lang=detect_language(message))
             yield message, [*chat, {"role": "assistant", "content": text}], conversation

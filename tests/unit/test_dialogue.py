@@ -101,7 +101,7 @@ def test_a_follow_up_is_retrieved_with_the_conversation_before_it(manager):
     ]
     alone = manager.retriever.retrieve("and the restocking fee?")
     followed = manager.retriever.retrieve("and the restocking fee?", [history[0]["content"]])
-    assert alone.passages[0].chunk.metadata["source"] != "en/returns.md" or alone.top_score < followed.top_score
+    assert followed.passages[0].score > alone.passages[0].score  # the earlier question is part of the search
     assert followed.passages[0].chunk.metadata["id"] == "en/returns.md#2"
     reply = manager.respond("and the restocking fee?", history).finish()
     assert reply.sources and reply.sources[0].id == "en/returns.md#2"
