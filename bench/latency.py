@@ -23,14 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatbot.config import load_settings
 
-FAQ = ["How long does standard delivery take?", "What payment methods do you accept?", "如何退货？", "可以分期付款吗？"]
+FAQ = [  # curated answers: an exact FAQ match, or FAQ question and top passage agreeing
+    "How long does standard delivery take?",
+    "I opened the box, can I still send it back?",
+    "如何退货？",
+    "拆开包装以后还能退吗？",
+]
 GENERATE = [
-    ("I opened the box, can I still send it back?", []),
+    ("Is there free delivery if I spend enough?", []),
     ("How long is the warranty on a toaster?", []),
-    ("Can I split the payment into several parts?", []),
+    ("My plant died after two weeks, what can I do?", []),
+    ("快递几天能到？", []),
     ("咖啡机保修几年？", []),
-    ("你们能寄到国外吗？", []),
-    ("What if I already opened it?", [{"role": "user", "content": "How do I return something I bought?"}, {"role": "assistant", "content": "Go to My orders and choose Request a return."}]),
+    ("How long does it take to arrive?", [{"role": "user", "content": "How much is express delivery?"}, {"role": "assistant", "content": "Express delivery costs USD 14.95."}]),
 ]
 
 
