@@ -36,7 +36,7 @@ def test_a_question_gets_a_streamed_cited_answer_in_the_page(server, browser, tm
 
     browser.get(server)
     box = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "textarea"))
-    box.send_keys("I opened the box, can I still send it back?", Keys.ENTER)
+    box.send_keys("How long is the warranty on a toaster?", Keys.ENTER)  # a generated (streamed) answer
     seen_partial = []
 
     def answered(driver):
@@ -47,7 +47,7 @@ def test_a_question_gets_a_streamed_cited_answer_in_the_page(server, browser, tm
         return "Sources" in text and text
 
     text = WebDriverWait(browser, 240, poll_frequency=0.2).until(answered)
-    assert "returns-and-refunds-policy.md" in text or "faq.csv" in text
+    assert "warranty-policy.md" in text
     assert seen_partial, "the answer appeared all at once instead of streaming"
     shot_dir = Path(os.environ.get("KEFU_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
