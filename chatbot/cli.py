@@ -71,7 +71,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     app = create_app(build_dialogue_manager(settings))
     print(f"Kefu is serving the chat on http://{settings.server.host}:{settings.server.port}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning")
+    # Open streams (a chat mid-answer, an idle browser tab) must not hold up a stop for long.
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=5)
     return 0
 
 

@@ -65,4 +65,9 @@ def server(tmp_path_factory):
         pytest.fail("the server did not become healthy in 300 s")
     yield url
     proc.terminate()
-    proc.wait(30)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        pytest.fail("`chatbot serve` did not stop within 30 s of SIGTERM")

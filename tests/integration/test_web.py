@@ -39,13 +39,13 @@ def test_a_faq_answer_comes_with_its_source(server):
 def test_a_generated_answer_streams_and_sessions_stay_separate(server):
     a, b = _client(server), _client(server)
     with ThreadPoolExecutor(2) as pool:
-        first_a = pool.submit(_chat, a, "How do I return something I bought?")
+        first_a = pool.submit(_chat, a, "How much is express delivery?")
         first_b = pool.submit(_chat, b, "我的咖啡机坏了，保修几年？")
         (_, chat_a), (_, chat_b) = first_a.result(), first_b.result()
-    updates, chat_a = _chat(a, "What if I already opened it?", chat_a)
+    updates, chat_a = _chat(a, "How long does it take to arrive?", chat_a)  # a follow-up the LM answers
     assert len(updates) > 2, "the answer was not streamed"
     text = str(chat_a[-1]["content"])
-    assert "Opened or used items" in text or "Can I return an opened item?" in text
+    assert "How fast is express delivery" in text or "Delivery options, times and fees" in text
     assert all("咖啡机" not in str(m["content"]) for m in chat_a)
     assert "来源" in str(chat_b[-1]["content"])
 
