@@ -37,7 +37,7 @@ class EmbeddingsSettings(_Section):
 
 
 class LLMSettings(_Section):
-    backend: Literal["llamacpp", "transformers", "fake"] = "llamacpp"
+    backend: Literal["llamacpp", "transformers", "openai", "fake"] = "llamacpp"
     # `packaged:qwen2.5-coder-0.5b` (GGUF joined from PyPI parts), `packaged:smollm2-135m`,
     # a path to a .gguf file or a model folder, or a hub id such as `Qwen/Qwen2.5-7B-Instruct`.
     model: str = "packaged:qwen2.5-coder-0.5b"
@@ -48,6 +48,16 @@ class LLMSettings(_Section):
     context_tokens: int = Field(2048, ge=256, le=131072)
     threads: int = Field(0, ge=0, le=256, description="0 = all cores")
     parallel: int = Field(2, ge=1, le=64, description="llama.cpp contexts serving requests at once")
+    # transformers: decode concurrent requests together (continuous batching); auto = on CUDA only.
+    batching: Literal["auto", "on", "off"] = "auto"
+    max_requests: int = Field(64, ge=1, le=4096, description="requests in flight before new ones are refused as busy")
+    kv_cache_blocks: int | None = Field(None, ge=1, description="paged KV-cache blocks (256 tokens each); none = sized from free GPU memory")
+    max_batch_tokens: int | None = Field(None, ge=1, description="tokens per batched step; none = automatic")
+    # openai: an OpenAI-compatible server (vLLM, SGLang, ...): base URL, key read from this env variable.
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    retries: int = Field(2, ge=0, le=10)
 
 
 class RetrievalSettings(_Section):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chatbot.config import Settings
-from chatbot.errors import UserError
+from chatbot.errors import ModelBusyError, UserError
 from chatbot.language import detect_language
 from chatbot.llm import ChatModel, Message
 from chatbot.prompts import Prompts
@@ -166,6 +166,9 @@ class DialogueManager:
     def _generate(self, messages: list[Message], lang: str) -> Iterator[str]:
         try:
             yield from self.model.stream(messages)
+        except ModelBusyError as e:
+            log.warning("%s", e)
+            yield self.prompts.render("busy", lang=lang)
         except Exception:
             log.exception("the chat model failed while answering")
             yield "\n" + self.prompts.render("error", lang=lang)

@@ -5,6 +5,8 @@ and replaced by an apology.
     ├── UserError        a message the user can act on (too long, empty)
     ├── ConfigError      a bad setting: names the key and what is allowed
     ├── ModelLoadError   a model that cannot load: says why and what to do
+    ├── ModelBusyError   the LM is at its request limit: try again shortly
+    ├── ModelServerError an OpenAI-compatible LM server that is down or failing: says which and why
     └── KnowledgeIndexError  the knowledge index is missing or unusable: says what to run
 """
 
@@ -23,6 +25,14 @@ class ConfigError(ChatbotError):
 
 class ModelLoadError(ChatbotError):
     """A model (LM or embedder) that cannot be loaded; the text says why and what to do."""
+
+
+class ModelBusyError(ChatbotError):
+    """The LM has as many requests in flight as it is allowed; this one is refused, not queued."""
+
+
+class ModelServerError(ChatbotError):
+    """An OpenAI-compatible LM server could not be reached or answered with an error."""
 
 
 class KnowledgeIndexError(ChatbotError):

@@ -1,12 +1,14 @@
 """`ChatModel`: stream a reply to a list of `{role, content}` chat messages.
 
 Backends:
+- `OpenAIChatModel` (`openai_backend.py`): an OpenAI-compatible server such as vLLM or SGLang.
 - `LlamaCppChatModel` (llama-cpp-python) runs a GGUF on the CPU: the default, because on 2 cores it
   decodes the packaged Qwen2.5 GGUF about 3x faster than transformers and loads it in a second
   (bench/llm_backends.py measures both on the same prompts). A small pool of contexts serves
   several requests at once, each with its own KV cache; the weights are memory-mapped once.
 - `TransformersChatModel` runs a hub model or a local folder (or a GGUF, de-quantised) with
-  transformers: bf16 on CUDA, float32 on the CPU (bf16 prefill is 6x slower there).
+  transformers: bf16 on CUDA, float32 on the CPU (bf16 prefill is 6x slower there). On CUDA,
+  concurrent requests decode together through the batched engine (`engine.py`).
 - `FakeChatModel`: deterministic, for unit tests and the test profile.
 
 Each call gets its own stream; nothing per request lives on the shared model object. The model's own
@@ -123,8 +125,45 @@ class TransformersChatModel:
         end_of_turn = self._tokenizer.convert_tokens_to_ids("<|im_end|>")
         eos = {self._tokenizer.eos_token_id, end_of_turn if isinstance(end_of_turn, int) else None}
         self._eos = sorted(t for t in eos if isinstance(t, int) and t >= 0)
+        self.engine = None
+        if settings.batching == "on" or (settings.batching == "auto" and device == "cuda"):
+            from chatbot.engine import BatchedEngine
+
+            self.engine = BatchedEngine(
+                self._model,
+                eos_token_ids=self._eos,
+                pad_token_id=self._tokenizer.pad_token_id or self._eos[0],
+                max_new_tokens=settings.max_new_tokens,
+                max_requests=settings.max_requests,
+                temperature=settings.temperature,
+                kv_cache_blocks=settings.kv_cache_blocks,
+                max_batch_tokens=settings.max_batch_tokens,
+            )
 
     def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        if self.engine is not None:
+            ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            yield from self._detokenize(self.engine.generate(list(ids), max_new_tokens or self._settings.max_new_tokens))
+            return
+        yield from self._stream_solo(messages, max_new_tokens)
+
+    def _detokenize(self, token_ids: Iterator[int]) -> Iterator[str]:
+        """Text pieces for a stream of token ids, holding back an incomplete UTF-8 character."""
+        ids: list[int] = []
+        emitted = 0
+        for token in token_ids:
+            if token in self._eos:
+                break
+            ids.append(token)
+            text = self._tokenizer.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue
+            if len(text) > emitted:
+                yield text[emitted:]
+                emitted = len(text)
+
+    def _stream_solo(self, messages: list[Message], max_new_tokens: int | None) -> Iterator[str]:
+        """One `generate` call per request, in its own thread, with its own streamer and stop flag."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         inputs = self._tokenizer.apply_chat_template(
@@ -208,6 +247,10 @@ def make_chat_model(settings: LLMSettings, cache_dir: Path) -> ChatModel:
         return FakeChatModel()
     if settings.backend == "transformers":
         return TransformersChatModel(settings, cache_dir)
+    if settings.backend == "openai":
+        from chatbot.openai_backend import OpenAIChatModel
+
+        return OpenAIChatModel(settings)
     from chatbot.weights import resolve_gguf
 
     return LlamaCppChatModel(resolve_gguf(settings.model, cache_dir), settings)

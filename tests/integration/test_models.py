@@ -54,3 +54,19 @@ def test_packaged_minilm_embeds_for_retrieval():
     query = np.array(embedder.embed_query("How long is shipping?"))
     assert docs.shape == (2, 384) and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-4)
     assert (docs @ query).argmax() == 0
+
+
+def test_transformers_batched_engine_streams_the_same_text_as_solo_generate(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chatbot.llm import TransformersChatModel
+
+    messages = [[{"role": "user", "content": q}] for q in ("Say hello.", "What is 2 + 2?", "Name a colour.")]
+    solo = TransformersChatModel(LLMSettings(backend="transformers", model="packaged:smollm2-135m", max_new_tokens=16, batching="off"), tmp_path)
+    expected = ["".join(solo.stream(m)) for m in messages]
+    batched = TransformersChatModel(LLMSettings(backend="transformers", model="packaged:smollm2-135m", max_new_tokens=16, batching="on"), tmp_path)
+    assert batched.engine is not None
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda m: "".join(batched.stream(m)), messages))
+    batched.engine.close()
+    assert got == expected

@@ -50,7 +50,7 @@ def test_every_key_has_an_environment_variable():
     ("env", "overrides", "expected"),
     [
         ({"CHATBOT_LLM_BAKEND": "x"}, {}, "CHATBOT_LLM_BAKEND: not a setting; allowed: CHATBOT_PROFILE"),
-        ({"CHATBOT_LLM_BACKEND": "gpt"}, {}, "llm.backend: Input should be 'llamacpp', 'transformers' or 'fake'"),
+        ({"CHATBOT_LLM_BACKEND": "gpt"}, {}, "llm.backend: Input should be 'llamacpp', 'transformers', 'openai' or 'fake'"),
         ({"CHATBOT_LLM_MAX_NEW_TOKENS": "many"}, {}, "llm.max_new_tokens: Input should be a valid integer"),
         ({"CHATBOT_SERVER_PORT": "70000"}, {}, "server.port: Input should be less than or equal to 65535"),
         ({}, {"llm.temprature": 0.1}, "llm.temprature: unknown key; allowed: backend, model"),

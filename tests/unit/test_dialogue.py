@@ -140,3 +140,15 @@ def test_a_model_failure_mid_answer_becomes_an_apology(manager):
     manager.model.stream = broken
     reply = manager.respond("Can opened items be returned within 14 days?").finish()
     assert reply.text.startswith("Partial") and "something went wrong" in reply.text
+
+
+def test_a_busy_model_gets_a_try_again_reply_in_the_users_language(manager):
+    from chatbot.errors import ModelBusyError
+
+    def busy(messages, max_new_tokens=None):
+        raise ModelBusyError("the model is serving 64 requests, its limit")
+        yield  # a generator, like every ChatModel.stream
+
+    manager.model.stream = busy
+    reply = manager.respond("Can opened items be returned within 14 days?").finish()
+    assert reply.mode == "generate" and "answering many customers right now" in reply.text

@@ -1,0 +1,97 @@
+"""`OpenAIChatModel`: a `ChatModel` served by an OpenAI-compatible HTTP server (vLLM, SGLang,
+llama.cpp's server, a hosted API), for larger models or several GPUs than Kefu runs itself.
+
+It streams `/chat/completions` (Server-Sent Events), with a connect/read timeout, retries with
+exponential back-off while nothing has been streamed yet (connection refused, 429, 5xx), and one
+clear `ModelServerError` naming the server and what to do when it is down or failing. The API key is
+read from the environment variable `llm.api_key_env`, never from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from chatbot.config import LLMSettings
+from chatbot.errors import ModelServerError
+
+log = logging.getLogger(__name__)
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_BACKOFF_S = 0.5
+_HAN = re.compile(r"[\u3400-\u9fff]")
+
+
+class _Retryable(Exception):
+    pass
+
+
+class OpenAIChatModel:
+    """Chat completions from an OpenAI-compatible server, streamed."""
+
+    def __init__(self, settings: LLMSettings) -> None:
+        self.name = f"openai/{settings.model}"
+        self._settings = settings
+        self._base = settings.base_url.rstrip("/")
+        key = os.environ.get(settings.api_key_env, "")
+        timeout = httpx.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s))
+        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> Iterator[str]:
+        body = {
+            "model": self._settings.model,
+            "messages": messages,
+            "stream": True,
+            "max_tokens": max_new_tokens or self._settings.max_new_tokens,
+            "temperature": self._settings.temperature,
+        }
+        for attempt in range(self._settings.retries + 1):
+            streamed = False
+            try:
+                for piece in self._stream_once(body):
+                    streamed = True
+                    yield piece
+                return
+            except (httpx.TransportError, _Retryable) as e:
+                if streamed:
+                    raise ModelServerError(f"the LM server at {self._base} broke off mid-answer ({e})") from e
+                if isinstance(e, httpx.ReadTimeout):
+                    raise ModelServerError(f"the LM server at {self._base} sent nothing for {self._settings.timeout_s:.0f} s (llm.timeout_s)") from e
+                if attempt == self._settings.retries:
+                    raise ModelServerError(
+                        f"the LM server at {self._base} is not answering after {attempt + 1} tries ({e}); "
+                        f"start it, or check llm.base_url"
+                    ) from e
+                log.warning("LM server attempt %d failed (%s); retrying", attempt + 1, e)
+                time.sleep(_BACKOFF_S * 2**attempt)
+
+    def _stream_once(self, body: dict) -> Iterator[str]:
+        with self._client.stream("POST", f"{self._base}/chat/completions", json=body) as response:
+            if response.status_code in _RETRY_STATUS:
+                raise _Retryable(f"HTTP {response.status_code}")
+            if response.status_code >= 400:
+                detail = response.read().decode("utf-8", "replace")[:300]
+                raise ModelServerError(
+                    f"the LM server at {self._base} refused the request: HTTP {response.status_code} {detail}; "
+                    f"check llm.model and the key in ${self._settings.api_key_env}"
+                )
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line.removeprefix("data:").strip()
+                if data == "[DONE]":
+                    return
+                choices = json.loads(data).get("choices") or [{}]
+                text = (choices[0].get("delta") or {}).get("content")
+                if text:
+                    yield text
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate (the server's tokenizer is not here): a CJK character or 4 other characters a token."""
+        han = len(_HAN.findall(text))
+        return han + (len(text) - han + 3) // 4
