@@ -65,5 +65,5 @@ def test_a_bad_key_or_value_is_one_line_naming_the_key(env, overrides, expected)
 
 
 def test_a_missing_profile_lists_the_profiles():
-    with pytest.raises(ConfigError, match="profile: no configs/nope.yaml; allowed: default, gpu, test"):
+    with pytest.raises(ConfigError, match="profile: no configs/nope.yaml; allowed: default, gpu, openai, test"):
         load_settings("nope", environ={})
