@@ -29,8 +29,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--probes", type=Path, default=Path(__file__).with_name("probes.jsonl"))
     parser.add_argument("--embedder", default=None)
+    parser.add_argument("--set", action="append", default=[], help="a settings override, e.g. retrieval.fusion=dense")
     args = parser.parse_args()
-    settings = load_settings("default", overrides={"embeddings.backend": args.embedder} if args.embedder else None)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    if args.embedder:
+        overrides["embeddings.backend"] = args.embedder
+    settings = load_settings("default", overrides=overrides)
     embedder = make_embeddings(settings.embeddings)
     with tempfile.TemporaryDirectory() as tmp:
         index = build_index(settings.knowledge_dir, Path(tmp), embedder)
@@ -42,7 +46,7 @@ def main() -> None:
     print(f"{'expect':8} {'mode':8} {'rel':>5} {'faq':>5} {'rank':>4}  question")
     for probe in probes:
         previous = [m["content"] for m in probe["history"] if m["role"] == "user"]
-        r = retriever.retrieve(probe["question"], previous)
+        r = retriever.retrieve(probe["question"], probe["history"])
         mode = decide(r, settings.retrieval.faq_threshold, settings.retrieval.answer_threshold)
         headings = [h.chunk.metadata.get("heading") for h in r.passages]
         rank = next((i + 1 for i, h in enumerate(headings) if h in probe["gold"]), 0)

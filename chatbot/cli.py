@@ -1,4 +1,4 @@
-"""The `chatbot` command: `serve`, `index build`, `ask`.
+"""The `chatbot` command: `serve`, `index build`, `ask`, `eval`.
 
 Errors Kefu raises on purpose print one line (`error: ...`) and exit with status 2.
 """
@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print one JSON object: answer, mode, sources, timings")
     ask.add_argument("--history", type=Path, help="a JSON file: a list of {role, content} messages, oldest first")
     ask.set_defaults(run=_ask)
+
+    evaluate = commands.add_parser("eval", help="measure retrieval and abstain quality on a labelled set")
+    evaluate.add_argument("--knowledge", type=Path, required=True, help="knowledge.jsonl: {id, title, text} per line")
+    evaluate.add_argument("--queries", type=Path, action="append", required=True, help="queries.jsonl (repeat to pool several files)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--limit", type=int, help="use only the first N queries of each file")
+    evaluate.set_defaults(run=_eval)
     return parser
 
 
@@ -106,6 +113,14 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     print(f"\n\n[{reply.mode}]")
     for n, source in enumerate(reply.sources, 1):
         print(f"{n}. {source.title} — {source.heading} ({source.source}, {source.score:.2f})")
+    return 0
+
+
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.evaluation import format_report, run_eval
+
+    report = run_eval(settings, args.knowledge, args.queries, args.limit, progress=sys.stderr.isatty() or not args.json)
+    print(json.dumps(report) if args.json else format_report(report))
     return 0
 
 

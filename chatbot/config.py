@@ -70,9 +70,14 @@ class RetrievalSettings(_Section):
     # Per language: cosine similarity of the question itself to the passage ranked first below
     # which Kefu abstains (e5 scores run higher in Chinese; see docs/calibration.md).
     answer_threshold: dict[Literal["en", "zh"], float] = {"en": 0.835, "zh": 0.87}
-    # Weight of the previous user turns when a follow-up is embedded with its context.
-    history_weight: float = Field(0.5, ge=0.0, le=2.0)
+    # Turns (user and assistant) searched together with a follow-up when no subject is named.
     history_turns: int = Field(2, ge=0, le=10)
+    # `rrf`: BM25 ranks beside the dense search, fused by reciprocal rank; `dense`: embeddings only.
+    fusion: Literal["rrf", "dense"] = "rrf"
+    rrf_k: int = Field(60, ge=1, le=1000)
+    bm25_weight: float = Field(0.5, ge=0.0, le=10.0, description="weight of the BM25 ranking in the fusion (dense: 1)")
+    # Restrict the search to the passages of the title (product, venue, document) named last.
+    subject_tracking: bool = True
 
 
 class DialogueSettings(_Section):

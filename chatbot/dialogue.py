@@ -137,8 +137,7 @@ class DialogueManager:
         started = time.perf_counter()
         history = history or []
         question = self._checked(message, history)
-        previous = [m["content"] for m in history if m["role"] == "user"]
-        retrieval = self.retriever.retrieve(question, previous)
+        retrieval = self.retriever.retrieve(question, history)
         lang = retrieval.lang
         timings = {"retrieve_ms": retrieval.elapsed_ms}
         mode = decide(retrieval, self.settings.retrieval.faq_threshold, self.settings.retrieval.answer_threshold)

@@ -1,8 +1,9 @@
-"""The knowledge index: FAISS over passage embeddings, plus the curated FAQ questions embedded on
-their own (matched query to query, for the verbatim-FAQ decision), with the chunks' metadata.
+"""The knowledge index: FAISS over passage embeddings, BM25 over their words (`lexical.py`), the
+curated FAQ questions embedded on their own (matched query to query, for the verbatim-FAQ
+decision), and the chunks' metadata, with their rows grouped by title.
 
 On disk under `<data_dir>/index/`: `versions/<version>/` holds `passages.faiss`, `questions.faiss`,
-`chunks.jsonl` and `manifest.json`; the file `CURRENT` names the live version. A build writes a new
+`bm25/`, `chunks.jsonl` and `manifest.json`; the file `CURRENT` names the live version. A build writes a new
 version in a temporary folder (files fsynced), renames it into place, then replaces `CURRENT`
 atomically, so a crash at any point leaves the previous version live. The manifest records a
 fingerprint of the knowledge files, the embedder and the chunker, so a stale index is detected.
@@ -29,9 +30,10 @@ from langchain_core.embeddings import Embeddings
 from chatbot.embeddings import embedder_name
 from chatbot.errors import KnowledgeIndexError
 from chatbot.ingest import knowledge_files, load_folder
+from chatbot.lexical import tokenize
 
 log = logging.getLogger(__name__)
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"  # 2: BM25 beside FAISS
 KEEP_VERSIONS = 2
 
 
@@ -47,25 +49,34 @@ class Hit:
 class KnowledgeIndex:
     """Passages and FAQ questions, searchable by embedding. Build with `build`, persist with `save`."""
 
-    def __init__(self, chunks: list[Document], passages, questions, faq_rows: list[int], manifest: dict):
+    def __init__(self, chunks: list[Document], passages, questions, bm25, manifest: dict):  # noqa: ANN001
         self.chunks = chunks
         self._passages = passages
         self._questions = questions
-        self._faq_rows = faq_rows
+        self._bm25 = bm25
+        self._faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
         self.manifest = manifest
+        self.vectors = passages.reconstruct_n(0, passages.ntotal) if passages.ntotal else np.zeros((0, manifest["dims"]), np.float32)
+        by_title: dict[str, list[int]] = {}
+        for row, chunk in enumerate(chunks):
+            by_title.setdefault(str(chunk.metadata.get("title", "")), []).append(row)
+        self.titles = {title: np.asarray(rows) for title, rows in by_title.items() if title}
 
     @property
     def version(self) -> str:
         return str(self.manifest["version"])
 
     @classmethod
-    def build(cls, chunks: list[Document], embedder: Embeddings, fingerprint: str = "") -> KnowledgeIndex:
-        """Embed the chunks (and the FAQ questions) and index them."""
+    def build(cls, chunks: list[Document], embedder: Embeddings, fingerprint: str = "", vectors: np.ndarray | None = None) -> KnowledgeIndex:
+        """Embed the chunks (unless their `vectors` are given) and the FAQ questions, and index them."""
+        import bm25s
         import faiss
 
         if not chunks:
             raise KnowledgeIndexError("the knowledge base is empty: add files to the knowledge folder")
-        passage_rows = np.asarray(embedder.embed_documents([c.page_content for c in chunks]), dtype=np.float32)
+        if vectors is None:
+            vectors = np.asarray(embedder.embed_documents([c.page_content for c in chunks]), dtype=np.float32)
+        passage_rows = np.ascontiguousarray(vectors, dtype=np.float32)
         faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
         questions = [chunks[i].metadata["question"] for i in faq_rows]
         question_rows = np.asarray([embedder.embed_query(q) for q in questions], dtype=np.float32)
@@ -74,6 +85,8 @@ class KnowledgeIndex:
         question_index = faiss.IndexFlatIP(passage_rows.shape[1])
         if faq_rows:
             question_index.add(question_rows.reshape(len(faq_rows), -1))
+        bm25 = bm25s.BM25()
+        bm25.index([tokenize(c.page_content) for c in chunks], show_progress=False)
         manifest = {
             "version": datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"),  # sorts by age
             "fingerprint": fingerprint,
@@ -83,7 +96,7 @@ class KnowledgeIndex:
             "dims": int(passage_rows.shape[1]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        return cls(chunks, passages, question_index, faq_rows, manifest)
+        return cls(chunks, passages, question_index, bm25, manifest)
 
     def search(self, query_vector: list[float], k: int) -> list[Hit]:
         """The `k` passages most similar to the query, best first."""
@@ -92,7 +105,13 @@ class KnowledgeIndex:
 
     def passage_vector(self, row: int) -> np.ndarray:
         """The stored embedding of the chunk at `row`."""
-        return self._passages.reconstruct(row)
+        return self.vectors[row]
+
+    def bm25_scores(self, tokens: list[str]) -> np.ndarray:
+        """The BM25 score of every chunk for the query `tokens` (zeros when none is known)."""
+        if not tokens:
+            return np.zeros(len(self.chunks), dtype=np.float32)
+        return self._bm25.get_scores(tokens)
 
     def best_faq(self, query_vector: list[float]) -> Hit | None:
         """The curated FAQ whose question is most similar to the query, if there are FAQs."""
@@ -113,11 +132,13 @@ class KnowledgeIndex:
         tmp.mkdir()
         faiss.write_index(self._passages, str(tmp / "passages.faiss"))
         faiss.write_index(self._questions, str(tmp / "questions.faiss"))
+        self._bm25.save(str(tmp / "bm25"), show_progress=False)
         lines = [json.dumps({"text": c.page_content, "metadata": c.metadata}, ensure_ascii=False) for c in self.chunks]
         (tmp / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
-        for path in tmp.iterdir():
-            _fsync(path)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                _fsync(path)
         final = versions / self.version
         os.replace(tmp, final)
         _atomic_write(index_dir / "CURRENT", self.version)
@@ -127,6 +148,7 @@ class KnowledgeIndex:
     @classmethod
     def load(cls, index_dir: Path) -> KnowledgeIndex:
         """The live version under `index_dir`."""
+        import bm25s
         import faiss
 
         current = index_dir / "CURRENT"
@@ -141,10 +163,10 @@ class KnowledgeIndex:
                 chunks.append(Document(id=row["metadata"]["id"], page_content=row["text"], metadata=row["metadata"]))
             passages = faiss.read_index(str(folder / "passages.faiss"))
             questions = faiss.read_index(str(folder / "questions.faiss"))
-        except (OSError, ValueError, RuntimeError) as e:
+            bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False, verbosity=0)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise KnowledgeIndexError(f"the index in {folder} is unreadable ({e}); run `chatbot index build`") from e
-        faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
-        return cls(chunks, passages, questions, faq_rows, manifest)
+        return cls(chunks, passages, questions, bm25, manifest)
 
 
 def knowledge_fingerprint(knowledge_dir: Path, embedder: Embeddings) -> str:

@@ -99,10 +99,15 @@ def test_a_follow_up_is_retrieved_with_the_conversation_before_it(manager):
         {"role": "user", "content": "What is the returns policy for opened items?"},
         {"role": "assistant", "content": "Within 14 days."},
     ]
-    alone = manager.retriever.retrieve("and the restocking fee?")
-    followed = manager.retriever.retrieve("and the restocking fee?", [history[0]["content"]])
-    assert followed.passages[0].score > alone.passages[0].score  # the earlier question is part of the search
+    followed = manager.retriever.retrieve("and the restocking fee?", history)
+    assert followed.subject == "Returns policy"  # the title the conversation named
     assert followed.passages[0].chunk.metadata["id"] == "en/returns.md#2"
+    unnamed = [{"role": "user", "content": "Can unopened items be sent back?"}, {"role": "assistant", "content": "Yes."}]
+    alone = manager.retriever.retrieve("and within how many days?")
+    with_context = manager.retriever.retrieve("and within how many days?", unnamed)
+    assert with_context.subject is None
+    assert with_context.passages[0].chunk.metadata["id"] == "en/returns.md#1"  # "Unopened items ... within 30 days"
+    assert alone.passages[0].chunk.metadata["id"] != "en/returns.md#1"
     reply = manager.respond("and the restocking fee?", history).finish()
     assert reply.sources and reply.sources[0].id == "en/returns.md#2"
     assert manager.model.calls[-1][1:3] == history  # the history is in the prompt, the question last

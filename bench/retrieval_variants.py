@@ -1,0 +1,52 @@
+"""Retrieval variants side by side on one labelled set, the index built once.
+
+    .venv/bin/python bench/retrieval_variants.py [--knowledge K] [--queries Q ...] [--limit N]
+
+Each variant is a set of `retrieval.*` overrides on the configured profile; every query goes through
+the chat's own retrieval and decision code (`chatbot.evaluation`). Prints one row per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chatbot.config import load_settings  # noqa: E402
+from chatbot.evaluation import evaluate_index, load_knowledge, load_queries, prepare_index  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "dstc11"
+VARIANTS = {
+    "dense, question only": {"fusion": "dense", "subject_tracking": False, "history_turns": 0},
+    "dense, question + last 2 turns": {"fusion": "dense", "subject_tracking": False},
+    "rrf(bm25, dense), question + last 2 turns": {"fusion": "rrf", "subject_tracking": False},
+    "subject tracking, dense in subject": {"fusion": "dense", "subject_tracking": True},
+    "subject tracking, rrf in subject (default)": {},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--knowledge", type=Path, default=SHARED / "knowledge.jsonl")
+    parser.add_argument("--queries", type=Path, action="append")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--embedder", help="embeddings.backend override")
+    args = parser.parse_args()
+    queries_files = args.queries or [SHARED / "queries.jsonl", SHARED / "queries_out_of_scope.jsonl"]
+    base = {"embeddings.backend": args.embedder} if args.embedder else {}
+    settings = load_settings(overrides=base)
+    index, embedder = prepare_index(settings, load_knowledge(args.knowledge), progress=False)
+    queries = load_queries(queries_files, args.limit)
+    print(f"{'variant':46} {'hit@1':>6} {'hit@5':>6} {'hit@10':>6} {'mrr@10':>6} {'abst.R':>6} {'ans.':>6} {'p50 ms':>7}")
+    for name, overrides in VARIANTS.items():
+        s = load_settings(overrides=base | {f"retrieval.{k}": v for k, v in overrides.items()})
+        r = evaluate_index(s, index, embedder, queries, progress=False)
+        a = r.get("abstain", {})
+        print(f"{name:46} {r['all']['hit@1']:6.3f} {r['all']['hit@5']:6.3f} {r['all']['hit@10']:6.3f} {r['all']['mrr@10']:6.3f} "
+              f"{a.get('recall', float('nan')):6.3f} {a.get('in_scope_answered', float('nan')):6.3f} {r['latency_ms']['p50']:7.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""`chatbot eval`: retrieval and abstain quality on a labelled set (format: ../shared/eval/README.md).
+
+A temporary index is built from the set's knowledge with the configured embedder (the live
+knowledge base is not touched; passage embeddings are cached under `<data_dir>/cache/` by content),
+and every query goes through the same retrieval and decision code as the chat. Reported: hit@1,
+hit@5, hit@10 and MRR@10 for all queries, first turns and follow-ups; abstain precision and recall
+when out-of-scope queries (empty `gold_ids`) are given; p50/p95 query latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from langchain_core.documents import Document
+
+from chatbot.config import Settings
+from chatbot.errors import UserError
+from chatbot.language import detect_language
+
+KS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    question: str
+    history: list[dict]
+    gold_ids: frozenset[str]
+    lang: str
+
+    @property
+    def in_scope(self) -> bool:
+        return bool(self.gold_ids)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The objects of a JSONL file; a bad line is an error naming the file and line."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror})") from e
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{path}:{number}: not JSON ({e})") from e
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number}: each line must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def load_knowledge(path: Path) -> list[Document]:
+    """Passages `{id, title, text}` as index chunks."""
+    docs = []
+    for n, row in enumerate(read_jsonl(path)):
+        if not row.get("id") or not isinstance(row.get("text"), str):
+            raise UserError(f"{path}: passage {n + 1} needs an 'id' and a 'text'")
+        title = str(row.get("title") or "")
+        text = row["text"]
+        docs.append(Document(  # the title travels with the text, as headings do in chunked documents
+            id=str(row["id"]), page_content=f"{title}\n{text}" if title else text,
+            metadata={"id": str(row["id"]), "title": title, "heading": title, "source": path.name, "position": n,
+                      "kind": "section", "lang": row.get("lang") or detect_language(text)},
+        ))
+    return docs
+
+
+def load_queries(paths: Iterable[Path], limit: int | None = None) -> list[Query]:
+    """Queries of every file, pooled; `limit` keeps the first N of each file."""
+    queries = []
+    for path in paths:
+        rows = read_jsonl(path)[:limit] if limit else read_jsonl(path)
+        for n, row in enumerate(rows):
+            if not isinstance(row.get("question"), str):
+                raise UserError(f"{path}: query {n + 1} needs a 'question'")
+            question = row["question"]
+            queries.append(Query(
+                str(row.get("id", f"{path.stem}:{n}")), question, list(row.get("history") or []),
+                frozenset(map(str, row.get("gold_ids") or [])), row.get("lang") or detect_language(question),
+            ))
+    return queries
+
+
+def rank_metrics(ranks: list[int | None]) -> dict:
+    """hit@k and MRR@10 from the 1-based rank of the first gold passage of each query (None: not found)."""
+    n = len(ranks)
+    result: dict = {"n": n}
+    for k in KS:
+        result[f"hit@{k}"] = round(sum(1 for r in ranks if r is not None and r <= k) / n, 4)
+    result["mrr@10"] = round(sum(1.0 / r for r in ranks if r is not None and r <= 10) / n, 4)
+    return result
+
+
+def abstain_metrics(in_scope_abstained: list[bool], out_of_scope_abstained: list[bool]) -> dict:
+    """precision: share of abstentions that were out of scope; recall: share of out-of-scope queries
+    abstained on; in_scope_answered: share of in-scope queries not abstained on."""
+    right = sum(out_of_scope_abstained)
+    total = right + sum(in_scope_abstained)
+    return {
+        "precision": round(right / total, 4) if total else 0.0,
+        "recall": round(right / len(out_of_scope_abstained), 4),
+        "in_scope_answered": round(1 - sum(in_scope_abstained) / len(in_scope_abstained), 4) if in_scope_abstained else 0.0,
+    }
+
+
+def first_gold_rank(retrieved_ids: list[str], gold: frozenset[str]) -> int | None:
+    return next((i + 1 for i, chunk_id in enumerate(retrieved_ids) if chunk_id in gold), None)
+
+
+def run_eval(settings: Settings, knowledge: Path, query_files: list[Path], limit: int | None = None, progress: bool = True) -> dict:
+    """The report `chatbot eval --json` prints."""
+    queries = load_queries(query_files, limit)
+    if not queries:
+        raise UserError("no queries to evaluate")
+    index, embedder = prepare_index(settings, load_knowledge(knowledge), progress)
+    return evaluate_index(settings, index, embedder, queries, progress)
+
+
+def prepare_index(settings: Settings, chunks: list[Document], progress: bool = True):  # noqa: ANN201
+    """A temporary index of `chunks` with the configured embedder, and the embedder."""
+    from chatbot.embeddings import embedder_name, make_embeddings
+    from chatbot.index import KnowledgeIndex
+
+    embedder = make_embeddings(settings.embeddings)
+    vectors = _cached_passage_vectors(settings, embedder, embedder_name(embedder), chunks, progress)
+    return KnowledgeIndex.build(chunks, embedder, vectors=vectors), embedder
+
+
+def evaluate_index(settings: Settings, index, embedder, queries: list[Query], progress: bool = True) -> dict:  # noqa: ANN001
+    """Run `queries` through the chat's retrieval and decision code over `index`; the report."""
+    from tqdm import tqdm
+
+    from chatbot.dialogue import decide
+    from chatbot.retrieval import Retriever
+
+    retriever = Retriever(index, embedder, settings.retrieval)
+    ranks: dict[str, list[int | None]] = {"all": [], "first_turns": [], "follow_ups": []}
+    abstained: dict[bool, list[bool]] = {True: [], False: []}
+    latencies = []
+    for query in tqdm(queries, desc="queries", disable=not progress, file=sys.stderr):
+        retrieval = retriever.retrieve(query.question, query.history, k=max(KS))
+        latencies.append(retrieval.elapsed_ms)
+        mode = decide(retrieval, settings.retrieval.faq_threshold, settings.retrieval.answer_threshold)
+        abstained[query.in_scope].append(mode == "abstain")
+        if query.in_scope:
+            rank = first_gold_rank([h.chunk.metadata["id"] for h in retrieval.passages], query.gold_ids)
+            ranks["all"].append(rank)
+            ranks["follow_ups" if query.history else "first_turns"].append(rank)
+    report = {part: rank_metrics(r) for part, r in ranks.items() if r}
+    if abstained[False]:
+        report["abstain"] = abstain_metrics(abstained[True], abstained[False])
+    report["latency_ms"] = {"p50": round(statistics.median(latencies), 2), "p95": round(float(np.percentile(latencies, 95)), 2)}
+    return report
+
+
+def _cached_passage_vectors(settings: Settings, embedder, name: str, chunks: list[Document], progress: bool) -> np.ndarray:  # noqa: ANN001
+    from tqdm import tqdm
+
+    digest = hashlib.sha256(name.encode())
+    for chunk in chunks:
+        digest.update(chunk.page_content.encode() + b"\0")
+    path = settings.data_dir / "cache" / "embeddings" / f"{digest.hexdigest()[:32]}.npy"
+    if path.is_file():
+        return np.load(path)
+    batch = 256
+    rows = []
+    for i in tqdm(range(0, len(chunks), batch), desc="embedding passages", disable=not progress, file=sys.stderr):
+        rows.extend(embedder.embed_documents([c.page_content for c in chunks[i : i + batch]]))
+    vectors = np.asarray(rows, dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(path)
+    return vectors
+
+
+def format_report(report: dict) -> str:
+    """The report as a small text table."""
+    lines = [f"{'part':12} {'n':>6} {'hit@1':>7} {'hit@5':>7} {'hit@10':>7} {'mrr@10':>7}"]
+    for part in ("all", "first_turns", "follow_ups"):
+        if part in report:
+            r = report[part]
+            lines.append(f"{part:12} {r['n']:>6} {r['hit@1']:>7.3f} {r['hit@5']:>7.3f} {r['hit@10']:>7.3f} {r['mrr@10']:>7.3f}")
+    if "abstain" in report:
+        a = report["abstain"]
+        lines.append(f"abstain: precision {a['precision']:.3f}, recall {a['recall']:.3f}, in-scope answered {a['in_scope_answered']:.3f}")
+    lines.append(f"latency: p50 {report['latency_ms']['p50']:.1f} ms, p95 {report['latency_ms']['p95']:.1f} ms")
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Words for BM25: English (and other Latin-script text) lower-cased, stop words dropped, Snowball-
+stemmed; Chinese segmented with jieba (search mode, so long words also yield their parts).
+
+Kept apart from the index so the same tokens are made at index time and at query time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+
+_LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_STOPWORDS = frozenset(
+    """a an and are as at be been but by can could did do does for from had has have how i if in into is it its
+    me my no not of on or our please so that the their them there these they this to us was we were what when
+    where which who why will with would you your 's""".split()
+)
+_ZH_STOPWORDS = frozenset("的 了 吗 呢 吧 啊 是 我 你 您 们 在 和 与 或 可以 能 怎么 如何 什么 多少 有 没有 要 会 请 问".split())
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+def tokenize(text: str) -> list[str]:
+    """BM25 tokens of `text`, in order."""
+    text = text.lower()
+    words = [w for w in _LATIN.findall(text) if w not in _STOPWORDS]
+    tokens = _stemmer().stemWords(words) if words else []
+    for run in _HAN_RUN.findall(text):
+        tokens.extend(t for t in _jieba().lcut_for_search(run) if t.strip() and t not in _ZH_STOPWORDS)
+    return tokens

@@ -1,0 +1,108 @@
+"""`chatbot eval`: the metrics on a tiny hand-made set whose numbers were computed by hand, and the
+shape of `--json`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatbot.cli import main
+from chatbot.evaluation import abstain_metrics, first_gold_rank, rank_metrics
+
+
+def test_rank_metrics_by_hand():
+    # ranks 1, 3, 7, missed, 12 (beyond 10): hit@1 1/5, hit@5 2/5, hit@10 3/5,
+    # MRR@10 (1 + 1/3 + 1/7) / 5 = 0.2952
+    assert rank_metrics([1, 3, 7, None, 12]) == {"n": 5, "hit@1": 0.2, "hit@5": 0.4, "hit@10": 0.6, "mrr@10": 0.2952}
+
+
+def test_abstain_metrics_by_hand():
+    # in scope: 4 queries, 1 abstained; out of scope: 3 queries, 2 abstained
+    # precision 2 / (2 + 1), recall 2 / 3, in-scope answered 3 / 4
+    assert abstain_metrics([False, True, False, False], [True, True, False]) == {"precision": 0.6667, "recall": 0.6667, "in_scope_answered": 0.75}
+
+
+def test_the_first_gold_passage_gives_the_rank():
+    assert first_gold_rank(["a", "b", "c"], frozenset({"c", "b"})) == 2
+    assert first_gold_rank(["a"], frozenset({"z"})) is None
+
+
+KNOWLEDGE = [
+    {"id": "acorn|parking", "title": "ACORN GUEST HOUSE", "text": "Is there parking? Free parking is available on site."},
+    {"id": "acorn|wifi", "title": "ACORN GUEST HOUSE", "text": "Is there wifi? Free wifi in every room."},
+    {"id": "bridge|parking", "title": "BRIDGE HOTEL", "text": "Is there parking? Parking costs 10 pounds a night."},
+    {"id": "bridge|pets", "title": "BRIDGE HOTEL", "text": "Are pets allowed? Dogs are welcome."},
+]
+QUERIES = [
+    {"id": "1", "history": [], "question": "Does the Acorn Guest House have wifi?", "gold_ids": ["acorn|wifi"]},
+    {"id": "2", "history": [{"role": "user", "content": "Tell me about the Bridge Hotel."}, {"role": "assistant", "content": "It is central."}],
+     "question": "Is parking free there?", "gold_ids": ["bridge|parking"]},
+]
+OUT_OF_SCOPE = [{"id": "3", "history": [], "question": "Book a table for two at 7pm.", "gold_ids": []}]
+
+
+def _write(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_eval_json_prints_one_object_of_the_documented_shape(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    k = _write(tmp_path / "k.jsonl", KNOWLEDGE)
+    q = _write(tmp_path / "q.jsonl", QUERIES)
+    o = _write(tmp_path / "o.jsonl", OUT_OF_SCOPE)
+    assert main(["--profile", "test", "eval", "--knowledge", str(k), "--queries", str(q), "--queries", str(o), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"all", "first_turns", "follow_ups", "abstain", "latency_ms"}
+    for part in ("all", "first_turns", "follow_ups"):
+        assert set(report[part]) == {"n", "hit@1", "hit@5", "hit@10", "mrr@10"}
+        assert all(0 <= report[part][m] <= 1 for m in ("hit@1", "hit@5", "hit@10", "mrr@10"))
+    assert report["all"]["n"] == 2 and report["first_turns"]["n"] == 1 and report["follow_ups"]["n"] == 1
+    assert report["all"]["hit@1"] == 1.0  # both found first: by name, and by the subject named earlier
+    assert set(report["abstain"]) == {"precision", "recall", "in_scope_answered"}
+    assert set(report["latency_ms"]) == {"p50", "p95"}
+
+
+def test_a_part_with_no_queries_is_left_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    k = _write(tmp_path / "k.jsonl", KNOWLEDGE)
+    q = _write(tmp_path / "q.jsonl", QUERIES[:1])
+    main(["--profile", "test", "eval", "--knowledge", str(k), "--queries", str(q), "--json"])
+    assert set(json.loads(capsys.readouterr().out)) == {"all", "first_turns", "latency_ms"}
+
+
+def test_a_bad_line_is_an_error_naming_the_file_and_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    k = _write(tmp_path / "k.jsonl", KNOWLEDGE)
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps(QUERIES[0]) + "\n{not json\n", encoding="utf-8")
+    assert main(["--profile", "test", "eval", "--knowledge", str(k), "--queries", str(q)]) == 2
+    assert f"{q}:2: not JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("Are pets allowed at the hotel?", ["pet", "allow", "hotel"]),
+        ("已拆封的商品可以退货吗？", ["已", "拆封", "商品", "退货"]),
+    ],
+)
+def test_bm25_tokens_are_stemmed_english_and_segmented_chinese(text, tokens):
+    from chatbot.lexical import tokenize
+
+    assert sorted(tokenize(text)) == sorted(tokens)
+
+
+def test_a_title_is_also_known_by_its_distinctive_words_when_only_it_uses_them():
+    from chatbot.retrieval import title_keys
+
+    titles = ["ACORN GUEST HOUSE", "BRIDGE GUEST HOUSE", "CITY GUEST HOUSE", "FAQ: payment", "FAQ: returns"]
+    texts = {
+        "ACORN GUEST HOUSE": ["The acorn has parking."], "BRIDGE GUEST HOUSE": ["Bridge rooms."], "CITY GUEST HOUSE": ["Central."],
+        "FAQ: payment": ["Pay by card."], "FAQ: returns": ["Returns of opened items: pay the payment fee."],
+    }
+    keys = title_keys(titles, texts)
+    assert keys[" acorn guest house "] == "ACORN GUEST HOUSE" and keys[" acorn "] == "ACORN GUEST HOUSE"
+    assert keys[" bridge "] == "BRIDGE GUEST HOUSE"
+    assert " payment " not in keys  # another title's passages use the word: not a name
