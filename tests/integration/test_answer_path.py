@@ -47,7 +47,7 @@ def test_cli_ask_follows_a_history_file(cli_env, tmp_path):
     ]))
     out = _ask(cli_env, "--history", str(history), "what if I already opened it?")
     assert out["mode"] in ("faq", "generate")
-    assert out["sources"][0]["heading"] in OPENED
+    assert any(s["heading"] in OPENED for s in out["sources"])
 
 
 @pytest.mark.parametrize("question", ["What is the capital of France?", "法国的首都是哪里？", "Write me a poem about cats."])
@@ -72,12 +72,12 @@ def test_a_follow_up_retrieves_the_returns_passage_on_the_second_turn(manager):
     history = [{"role": "user", "content": "How do I return an item?"}, {"role": "assistant", "content": first.text}]
     second = manager.respond("What if I already opened it?", history).finish()
     assert second.mode in ("faq", "generate")
-    assert second.sources[0].heading in OPENED
+    assert any(s.heading in OPENED for s in second.sources)  # among the passages the LM is given
     assert second.text
 
 
 def test_a_chinese_follow_up_stays_in_chinese(manager):
     history = [{"role": "user", "content": "怎么退货？"}, {"role": "assistant", "content": "在“我的订单”中选择申请退货。"}]
     reply = manager.respond("如果已经拆封了呢？", history).finish()
-    assert reply.mode in ("faq", "generate") and reply.sources[0].heading in OPENED
+    assert reply.mode in ("faq", "generate") and any(s.heading in OPENED for s in reply.sources)
     assert detect_language(reply.text) == "zh"
