@@ -41,8 +41,8 @@ class Retrieval:
     faq: Hit | None  # the closest curated FAQ question to the question on its own
     lang: str
     elapsed_ms: float
-    # The question's own similarity to the passage ranked first (ranked with the conversation):
-    # a follow-up about the same subject stays high, an unrelated question after it does not.
+    # The question's own best similarity to the passages an answer would be given (ranked with the
+    # conversation): a follow-up about the same subject stays high, an unrelated question does not.
     relevance: float = -1.0
     subject: str | None = None  # the title the search was restricted to
 
@@ -101,7 +101,7 @@ class Retriever:
         history = history or []
         lang = detect_language(question)
         question_vector = np.asarray(self.embedder.embed_query(question), dtype=np.float32)
-        previous = [m["content"] for m in history if m["role"] == "user"][-self.settings.history_turns :] if self.settings.history_turns else []
+        previous = [m["content"] for m in history][-self.settings.history_turns :] if self.settings.history_turns else []
         subject = self.subject(question, history) if self.settings.subject_tracking else None
         if subject is not None:  # the subject carries the context: rank its passages by the question
             search_vector, query_text = question_vector, question
@@ -113,7 +113,8 @@ class Retriever:
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
         passages = (same_language or hits)[:k]
         faq = self.index.best_faq(question_vector.tolist())
-        relevance = float(self.index.vectors[passages[0].row] @ question_vector) if passages else -1.0
+        given = [h.row for h in passages[: self.settings.passages_in_prompt]]
+        relevance = float(np.max(self.index.vectors[given] @ question_vector)) if given else -1.0
         return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subject)
 
     def subject(self, question: str, history: list[Message]) -> str | None:
