@@ -70,7 +70,7 @@ class RetrievalSettings(_Section):
     # Per language: cosine similarity of the question itself to the passage ranked first below
     # which Kefu abstains (e5 scores run higher in Chinese; see docs/calibration.md).
     answer_threshold: dict[Literal["en", "zh"], float] = {"en": 0.835, "zh": 0.87}
-    # Turns (user and assistant) searched together with a follow-up when no subject is named.
+    # The user's earlier turns searched together with a follow-up when no subject is named.
     history_turns: int = Field(2, ge=0, le=10)
     # `rrf`: BM25 ranks beside the dense search, fused by reciprocal rank; `dense`: embeddings only.
     fusion: Literal["rrf", "dense"] = "rrf"

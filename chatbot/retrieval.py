@@ -4,7 +4,7 @@
   conversation usually stays on the title it named last. When the question or an earlier turn names
   a title, the search is restricted to that title's passages.
 - History-aware search otherwise: the question is embedded (and BM25-searched) together with the
-  last `retrieval.history_turns` turns, so a follow-up ("and if I opened it?") finds its subject.
+  user's last `retrieval.history_turns` turns, so a follow-up ("and if I opened it?") finds its subject.
 - Hybrid: BM25 over the question and the same previous turns ranks beside the dense search, and the
   two rankings are fused by reciprocal rank (`retrieval.fusion: rrf`).
 - Passages in the user's language are preferred when any were found.
@@ -101,7 +101,9 @@ class Retriever:
         history = history or []
         lang = detect_language(question)
         question_vector = np.asarray(self.embedder.embed_query(question), dtype=np.float32)
-        previous = [m["content"] for m in history][-self.settings.history_turns :] if self.settings.history_turns else []
+        # The user's own earlier turns: an answer's text pulls a follow-up towards that answer's passage
+        # ("What if I already opened it?" after the how-to-return answer; docs/quality.md).
+        previous = [m["content"] for m in history if m["role"] == "user"][-self.settings.history_turns :] if self.settings.history_turns else []
         subject = self.subject(question, history) if self.settings.subject_tracking else None
         if subject is not None:  # the subject carries the context: rank its passages by the question
             search_vector, query_text = question_vector, question
