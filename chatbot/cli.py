@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.set_defaults(run=_ask)
 
     evaluate = commands.add_parser("eval", help="measure retrieval and abstain quality on a labelled set")
-    evaluate.add_argument("--knowledge", type=Path, required=True, help="knowledge.jsonl: {id, title, text} per line")
-    evaluate.add_argument("--queries", type=Path, action="append", required=True, help="queries.jsonl (repeat to pool several files)")
+    evaluate.add_argument("--knowledge", type=Path, help="knowledge.jsonl: {id, title, text} per line")
+    evaluate.add_argument("--queries", type=Path, action="append", help="queries.jsonl (repeat to pool several files)")
+    evaluate.add_argument("--answers", type=Path, help="score generated answers on the live knowledge base against this labelled set (bench/answers.jsonl)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--limit", type=int, help="use only the first N queries of each file")
     evaluate.set_defaults(run=_eval)
@@ -117,9 +118,16 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
-    from chatbot.evaluation import format_report, run_eval
+    from chatbot.evaluation import format_report, run_answer_eval, run_eval
 
-    report = run_eval(settings, args.knowledge, args.queries, args.limit, progress=sys.stderr.isatty() or not args.json)
+    progress = sys.stderr.isatty() or not args.json
+    if args.answers:
+        report = run_answer_eval(settings, args.answers, args.limit, progress)
+        print(json.dumps(report, ensure_ascii=False) if args.json else json.dumps(report, ensure_ascii=False, indent=1))
+        return 0
+    if not (args.knowledge and args.queries):
+        raise UserError("chatbot eval needs --knowledge and --queries (retrieval), or --answers (generated answers)")
+    report = run_eval(settings, args.knowledge, args.queries, args.limit, progress)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 

@@ -197,3 +197,65 @@ def format_report(report: dict) -> str:
         lines.append(f"abstain: precision {a['precision']:.3f}, recall {a['recall']:.3f}, in-scope answered {a['in_scope_answered']:.3f}")
     lines.append(f"latency: p50 {report['latency_ms']['p50']:.1f} ms, p95 {report['latency_ms']['p95']:.1f} ms")
     return "\n".join(lines)
+
+
+def score_answer(item: dict, mode: str, text: str) -> dict:
+    """One labelled answer item against a reply: abstained when it should, every `must` fact group
+    present (any alternative, case-insensitive), no `must_not` claim."""
+    lowered = text.lower()
+    if item["expect"] == "abstain":
+        return {"correct": mode == "abstain", "missing": [], "forbidden": []}
+    missing = [group for group in item.get("must", []) if not any(alt.lower() in lowered for alt in group)]
+    forbidden = [claim for claim in item.get("must_not", []) if claim.lower() in lowered]
+    return {"correct": mode != "abstain" and not missing and not forbidden, "missing": missing, "forbidden": forbidden}
+
+
+def run_answer_eval(settings: Settings, answers: Path, limit: int | None = None, progress: bool = True) -> dict:
+    """Generated answers on the live knowledge base scored against a labelled answer set
+    (`bench/answers.jsonl` format): accuracy, the right source given, time to first token, tokens/s."""
+    from tqdm import tqdm
+
+    from chatbot.runtime import build_dialogue_manager
+
+    items = read_jsonl(answers)[:limit] if limit else read_jsonl(answers)
+    manager = build_dialogue_manager(settings)
+    rows = []
+    for item in tqdm(items, desc="answers", disable=not progress, file=sys.stderr):
+        reply = manager.respond(item["question"], item.get("history") or []).finish()
+        score = score_answer(item, reply.mode, reply.text)
+        tokens = manager.model.count_tokens(reply.text)
+        generate_s = (reply.timings["total_ms"] - reply.timings.get("first_token_ms", 0)) / 1000
+        rows.append({
+            "id": item.get("id"), "lang": item.get("lang") or detect_language(item["question"]), "expect": item["expect"],
+            "mode": reply.mode, "correct": score["correct"], "missing": score["missing"], "forbidden": score["forbidden"],
+            "source_given": any(s.heading in item.get("gold_headings", []) for s in reply.sources),
+            "first_token_ms": reply.timings.get("first_token_ms"), "tokens_per_s": (tokens - 1) / generate_s if reply.mode == "generate" and tokens > 1 and generate_s > 0 else None,
+            "answer": reply.text,
+        })
+    return answer_report(rows, manager.model.name)
+
+
+def answer_report(rows: list[dict], model: str) -> dict:
+    def rate(selected: list[dict], key: str = "correct") -> float:
+        return round(sum(bool(r[key]) for r in selected) / len(selected), 4) if selected else 0.0
+
+    answerable = [r for r in rows if r["expect"] == "answer"]
+    generated = [r for r in rows if r["mode"] == "generate"]
+    report = {
+        "model": model,
+        "n": len(rows),
+        "accuracy": rate(rows),
+        "by_lang": {lang: rate([r for r in rows if r["lang"] == lang]) for lang in sorted({r["lang"] for r in rows})},
+        "answerable_correct": rate(answerable),
+        "abstain_correct": rate([r for r in rows if r["expect"] == "abstain"]),
+        "source_given": rate(answerable, "source_given"),
+        "modes": {m: sum(r["mode"] == m for r in rows) for m in ("faq", "generate", "abstain")},
+        "generated_correct": rate([r for r in generated if r["expect"] == "answer"]),
+    }
+    if generated:
+        first = [r["first_token_ms"] for r in generated]
+        speeds = [r["tokens_per_s"] for r in generated if r["tokens_per_s"]]
+        report["first_token_ms"] = {"p50": round(statistics.median(first), 1), "p95": round(float(np.percentile(first, 95)), 1)}
+        report["tokens_per_s"] = round(statistics.median(speeds), 1) if speeds else None
+    report["wrong"] = [{k: r[k] for k in ("id", "mode", "missing", "forbidden", "answer")} for r in rows if not r["correct"]]
+    return report

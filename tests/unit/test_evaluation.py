@@ -106,3 +106,40 @@ def test_a_title_is_also_known_by_its_distinctive_words_when_only_it_uses_them()
     assert keys[" acorn guest house "] == "ACORN GUEST HOUSE" and keys[" acorn "] == "ACORN GUEST HOUSE"
     assert keys[" bridge "] == "BRIDGE GUEST HOUSE"
     assert " payment " not in keys  # another title's passages use the word: not a name
+
+
+ITEM = {"expect": "answer", "must": [["14 days", "14-day"], ["15%"]], "must_not": ["full refund"]}
+
+
+@pytest.mark.parametrize(
+    ("item", "mode", "text", "correct"),
+    [
+        (ITEM, "generate", "Within 14 days, minus a 15% restocking fee.", True),
+        (ITEM, "faq", "A 14-day window; 15% is deducted.", True),
+        (ITEM, "generate", "Within 14 days.", False),  # a fact group missing
+        (ITEM, "generate", "Within 14 days, 15% fee, or a full refund.", False),  # a forbidden claim
+        (ITEM, "abstain", "14 days 15%", False),  # abstaining on an answerable question
+        ({"expect": "abstain", "must": [], "must_not": []}, "abstain", "Sorry...", True),
+        ({"expect": "abstain", "must": [], "must_not": []}, "generate", "Sure!", False),
+    ],
+)
+def test_an_answer_is_scored_on_facts_forbidden_claims_and_abstaining(item, mode, text, correct):
+    from chatbot.evaluation import score_answer
+
+    assert score_answer(item, mode, text)["correct"] is correct
+
+
+def test_the_answer_report_by_hand():
+    from chatbot.evaluation import answer_report
+
+    rows = [
+        {"id": "1", "lang": "en", "expect": "answer", "mode": "generate", "correct": True, "missing": [], "forbidden": [], "source_given": True, "first_token_ms": 800.0, "tokens_per_s": 20.0, "answer": "a"},
+        {"id": "2", "lang": "zh", "expect": "answer", "mode": "generate", "correct": False, "missing": [["x"]], "forbidden": [], "source_given": False, "first_token_ms": 1200.0, "tokens_per_s": 24.0, "answer": "b"},
+        {"id": "3", "lang": "en", "expect": "abstain", "mode": "abstain", "correct": True, "missing": [], "forbidden": [], "source_given": False, "first_token_ms": 5.0, "tokens_per_s": None, "answer": "c"},
+    ]
+    report = answer_report(rows, "fake")
+    assert report["accuracy"] == 0.6667 and report["by_lang"] == {"en": 1.0, "zh": 0.0}
+    assert report["answerable_correct"] == 0.5 and report["abstain_correct"] == 1.0 and report["source_given"] == 0.5
+    assert report["modes"] == {"faq": 0, "generate": 2, "abstain": 1} and report["generated_correct"] == 0.5
+    assert report["first_token_ms"] == {"p50": 1000.0, "p95": 1180.0} and report["tokens_per_s"] == 22.0
+    assert [w["id"] for w in report["wrong"]] == ["2"]
