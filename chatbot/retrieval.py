@@ -25,7 +25,7 @@ from langchain_core.embeddings import Embeddings
 from chatbot.config import RetrievalSettings
 from chatbot.index import Hit, KnowledgeIndex
 from chatbot.language import detect_language
-from chatbot.lexical import tokenize
+from chatbot.lexical import tokenize, warm_up
 
 Message = dict[str, str]
 _NOT_WORD = re.compile(r"[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff]+")
@@ -93,6 +93,7 @@ class Retriever:
         for chunk in index.chunks:
             texts.setdefault(str(chunk.metadata.get("title", "")), []).append(chunk.page_content)
         self._titles = title_keys(list(index.titles), texts)
+        warm_up()
 
     def retrieve(self, question: str, history: list[Message] | None = None, k: int | None = None) -> Retrieval:
         """The best `k` (default `retrieval.top_k`) passages for `question`, asked after `history`."""
