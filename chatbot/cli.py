@@ -90,7 +90,7 @@ def _index_build(settings: Settings, args: argparse.Namespace) -> int:
 
     index = build_index(settings.knowledge_dir, settings.index_dir, make_embeddings(settings.embeddings))
     print(f"built index {index.version}: {len(index.chunks)} chunks ({index.manifest['faqs']} FAQs) with {index.manifest['embedder']} in {settings.index_dir}")
-    return 0
+    return 1 if index.manifest["skipped"] else 0  # each skipped file was logged with what to do
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:

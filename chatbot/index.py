@@ -69,7 +69,7 @@ class KnowledgeIndex:
     @classmethod
     def build(cls, chunks: list[Document], embedder: Embeddings, fingerprint: str = "", vectors: np.ndarray | None = None) -> KnowledgeIndex:
         """Embed the chunks (unless their `vectors` are given) and the FAQ questions, and index them."""
-        import bm25s
+        bm25s = _bm25s()
         import faiss
 
         if not chunks:
@@ -148,7 +148,7 @@ class KnowledgeIndex:
     @classmethod
     def load(cls, index_dir: Path) -> KnowledgeIndex:
         """The live version under `index_dir`."""
-        import bm25s
+        bm25s = _bm25s()
         import faiss
 
         current = index_dir / "CURRENT"
@@ -182,7 +182,11 @@ def build_index(knowledge_dir: Path, index_dir: Path, embedder: Embeddings) -> K
     """Chunk and embed every knowledge file, save the new version and make it live."""
     started = time.perf_counter()
     fingerprint = knowledge_fingerprint(knowledge_dir, embedder)
-    index = KnowledgeIndex.build(load_folder(knowledge_dir), embedder, fingerprint)
+    chunks, skipped = load_folder(knowledge_dir)
+    for error in skipped:
+        log.warning("skipped a knowledge file: %s", error)
+    index = KnowledgeIndex.build(chunks, embedder, fingerprint)
+    index.manifest["skipped"] = skipped
     index.save(index_dir)
     log.info("built index %s: %d chunks in %.1f s", index.version, len(index.chunks), time.perf_counter() - started)
     return index
@@ -199,6 +203,13 @@ def ensure_index(knowledge_dir: Path, index_dir: Path, embedder: Embeddings) -> 
     except KnowledgeIndexError as e:
         log.info("%s; building it now", e)
     return build_index(knowledge_dir, index_dir, embedder)
+
+
+def _bm25s():  # noqa: ANN202
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # its import sets DEBUG: a line per build
+    return bm25s
 
 
 def _fsync(path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from langchain_core.documents import Document
 
+from chatbot.errors import ChatbotError
 from chatbot.language import detect_language
 
 SUPPORTED_SUFFIXES = (".csv", ".md", ".markdown")
@@ -30,7 +31,7 @@ _CATEGORY_COLUMNS = ("category", "类别")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
-class IngestError(ValueError):
+class IngestError(ChatbotError, ValueError):
     """A knowledge file that cannot be read; the text names the file and what to do."""
 
 
@@ -59,12 +60,17 @@ def load_file(path: Path, root: Path) -> list[Document]:
     raise IngestError(f"{source}: unsupported file type '{suffix}'; use {', '.join(SUPPORTED_SUFFIXES)}")
 
 
-def load_folder(root: Path) -> list[Document]:
-    """Chunks of every supported file under `root`, in a stable order (README.md files skipped)."""
+def load_folder(root: Path) -> tuple[list[Document], list[str]]:
+    """Chunks of every supported file under `root`, in a stable order (README.md files skipped),
+    and one error per file that could not be read: a bad file never stops the others."""
     docs: list[Document] = []
+    errors: list[str] = []
     for path in knowledge_files(root):
-        docs.extend(load_file(path, root))
-    return docs
+        try:
+            docs.extend(load_file(path, root))
+        except IngestError as e:
+            errors.append(str(e))
+    return docs, errors
 
 
 def knowledge_files(root: Path) -> list[Path]:

@@ -56,7 +56,8 @@ def test_a_long_section_is_split_at_paragraphs_each_piece_keeping_its_heading(mo
 
 
 def test_load_folder_reads_supported_files_and_skips_readme(knowledge_dir):
-    docs = load_folder(knowledge_dir)
+    docs, errors = load_folder(knowledge_dir)
+    assert errors == []
     assert {d.metadata["source"] for d in docs} == {"en/faq.csv", "zh/faq.csv", "en/returns.md"}
     assert len({d.metadata["id"] for d in docs}) == len(docs)
 
@@ -73,3 +74,14 @@ def test_undecodable_text_is_refused_naming_the_file(tmp_path):
 )
 def test_language_detection(text, lang):
     assert detect_language(text) == lang
+
+
+def test_a_bad_file_in_the_folder_is_reported_and_the_others_still_load(knowledge_dir):
+    (knowledge_dir / "en" / "bad.md").write_bytes("退货".encode("gb18030"))
+    (knowledge_dir / "en" / "prices.csv").write_text("name,price\nlamp,10\n", encoding="utf-8")
+    docs, errors = load_folder(knowledge_dir)
+    assert {d.metadata["source"] for d in docs} == {"en/faq.csv", "zh/faq.csv", "en/returns.md"}
+    assert errors == [
+        "en/bad.md: not UTF-8 text; save it as UTF-8 and try again",
+        "en/prices.csv: no question/answer columns (found: name, price); name them 'question' and 'answer' (or '问题' and '答案')",
+    ]
