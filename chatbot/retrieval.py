@@ -89,9 +89,7 @@ class Retriever:
         self.index = index
         self.embedder = embedder
         self.settings = settings
-        texts: dict[str, list[str]] = {}
-        for chunk in index.chunks:
-            texts.setdefault(str(chunk.metadata.get("title", "")), []).append(chunk.page_content)
+        texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
         self._titles = title_keys(list(index.titles), texts)
         warm_up()
 
