@@ -55,7 +55,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 index: install
-	$(BIN)/chatbot index build
+	$(BIN)/chatbot kb rebuild
 
 bench: install
 	$(BIN)/python bench/latency.py

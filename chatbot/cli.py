@@ -1,4 +1,4 @@
-"""The `chatbot` command: `serve`, `index build`, `ask`, `eval`.
+"""The `chatbot` command: `serve`, `kb add|list|remove|rebuild`, `ask`, `eval`.
 
 Errors Kefu raises on purpose print one line (`error: ...`) and exit with status 2.
 """
@@ -41,10 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
     serve.set_defaults(run=_serve)
 
-    index = commands.add_parser("index", help="the knowledge index")
-    index_commands = index.add_subparsers(dest="index_command", required=True)
-    build = index_commands.add_parser("build", help="rebuild the index from the knowledge folder")
-    build.set_defaults(run=_index_build)
+    kb = commands.add_parser("kb", help="the knowledge base: add, list, remove documents; rebuild the index")
+    kb_commands = kb.add_subparsers(dest="kb_command", required=True)
+    add = kb_commands.add_parser("add", help="add documents (a new version of a known name replaces it)")
+    add.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files, or folders to add every file under")
+    add.add_argument("--json", action="store_true", help="print one JSON object: added, replaced, unchanged, refused, version")
+    add.set_defaults(run=_kb_add)
+    listing = kb_commands.add_parser("list", help="list the documents")
+    listing.add_argument("--json", action="store_true", help="print a JSON list of documents")
+    listing.set_defaults(run=_kb_list)
+    remove = kb_commands.add_parser("remove", help="remove a document and all its chunks")
+    remove.add_argument("id", help="the document's id (or its name), from `chatbot kb list`")
+    remove.set_defaults(run=_kb_remove)
+    rebuild = kb_commands.add_parser("rebuild", help="re-read, re-chunk and re-embed every document")
+    rebuild.set_defaults(run=_kb_rebuild)
 
     ask = commands.add_parser("ask", help="answer one question and print the answer")
     ask.add_argument("question")
@@ -74,23 +84,106 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from chatbot.runtime import build_dialogue_manager
+    from chatbot.kb import KnowledgeBase
+    from chatbot.runtime import IndexWatcher, build_dialogue_manager
     from chatbot.web.app import create_app
 
-    app = create_app(build_dialogue_manager(settings))
+    manager = build_dialogue_manager(settings)
+    kb = KnowledgeBase(settings, manager.retriever.embedder)
+    app = create_app(manager, IndexWatcher(kb, manager).start())
     print(f"Kefu is serving the chat on http://{settings.server.host}:{settings.server.port}", file=sys.stderr, flush=True)
     # Open streams (a chat mid-answer, an idle browser tab) must not hold up a stop for long.
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=5)
     return 0
 
 
-def _index_build(settings: Settings, args: argparse.Namespace) -> int:
+def _knowledge_base(settings: Settings, progress: bool = False):  # noqa: ANN202
+    """The knowledge base, made ready first (built from the knowledge folder on a new data dir)."""
     from chatbot.embeddings import make_embeddings
-    from chatbot.index import build_index
+    from chatbot.kb import KnowledgeBase
 
-    index = build_index(settings.knowledge_dir, settings.index_dir, make_embeddings(settings.embeddings))
-    print(f"built index {index.version}: {len(index.chunks)} chunks ({index.manifest['faqs']} FAQs) with {index.manifest['embedder']} in {settings.index_dir}")
-    return 1 if index.manifest["skipped"] else 0  # each skipped file was logged with what to do
+    kb = KnowledgeBase(settings, make_embeddings(settings.embeddings))
+    kb.open(progress=_progress_printer(progress))
+    return kb
+
+
+def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.kb import Upload
+
+    uploads, missing = [], []
+    for path in args.paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            uploads += [Upload(p.relative_to(path).as_posix(), p.read_bytes()) for p in files]
+        elif path.is_file():
+            uploads.append(Upload(path.name, path.read_bytes()))
+        else:
+            missing.append(f"{path}: no such file or folder; check the path")
+    report = _knowledge_base(settings, not args.json).add(uploads, _progress_printer(not args.json))
+    report.refused = missing + report.refused
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        for label, docs in (("added", report.added), ("replaced", report.replaced)):
+            for doc in docs:
+                print(f"{label}: {doc['name']} ({doc['type']}, {doc['chunks']} chunks, id {doc['id']})")
+        for name in report.unchanged:
+            print(f"unchanged: {name} (already in the knowledge base)")
+        for error in report.refused:
+            print(f"refused: {error}")
+        print(f"index version {report.version} ({report.embedded_chunks} chunks embedded in {report.seconds:.1f} s)")
+    return 1 if report.refused else 0
+
+
+def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
+    kb = _knowledge_base(settings)
+    index = kb.live()
+    docs = kb.documents(index)
+    if args.json:
+        print(json.dumps(docs, ensure_ascii=False))
+        return 0
+    print(f"index version {index.version}: {len(docs)} documents, {len(index.chunks)} chunks")
+    for d in docs:
+        print(f"{d['id']}  {d['name']}  {d['type']}  {d['chunks']} chunks  {d['size'] / 1024:.1f} KB  added {d['added']}  ({d['origin']})")
+    for error in index.manifest.get("refused", []):
+        print(f"refused from the knowledge folder: {error}")
+    return 0
+
+
+def _kb_remove(settings: Settings, args: argparse.Namespace) -> int:
+    report = _knowledge_base(settings).remove(args.id)
+    for doc in report.removed:
+        print(f"removed: {doc['name']} (id {doc['id']}, {doc['chunks']} chunks); index version {report.version}")
+    return 0
+
+
+def _kb_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    kb = _knowledge_base(settings, True)
+    report = kb.rebuild(_progress_printer(True))
+    index = kb.live()
+    print(f"rebuilt index {index.version}: {len(kb.documents(index))} documents, {len(index.chunks)} chunks with {index.manifest['embedder']} in {settings.index_dir}")
+    for error in report.refused + index.manifest.get("refused", []):
+        print(f"refused: {error}")
+    return 1 if report.refused or index.manifest.get("refused") else 0
+
+
+def _progress_printer(show: bool):  # noqa: ANN202
+    """A progress callback drawing a tqdm bar on stderr once work starts (none when `show` is false)."""
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    bars: list[tqdm] = []
+
+    def progress(fraction: float, text: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=100, file=sys.stderr, leave=False, bar_format="{percentage:3.0f}%|{bar:20}| {desc}"))
+        bars[0].n = round(100 * fraction)
+        bars[0].set_description_str(text[:70])
+        if fraction >= 1.0:
+            bars[0].close()
+
+    return progress
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:

@@ -95,6 +95,19 @@ class ServerSettings(_Section):
     concurrency_limit: int = Field(8, ge=1, le=1000)
 
 
+class KnowledgeBaseSettings(_Section):
+    max_file_mb: float = Field(20.0, gt=0, le=2048, description="larger uploads are refused")
+    # A running server loads a version made by another process (`chatbot kb ...`) this often.
+    reload_interval_s: float = Field(2.0, gt=0, le=3600)
+
+
+class AdminSettings(_Section):
+    # The admin page (/admin) is off until a password is set; set it from the environment
+    # (CHATBOT_ADMIN_PASSWORD), never in a file in the repository.
+    user: str = "admin"
+    password: str = ""
+
+
 class Settings(_Section):
     profile: str = "default"
     data_dir: Path = PROJECT_ROOT / "data"
@@ -105,10 +118,16 @@ class Settings(_Section):
     retrieval: RetrievalSettings = RetrievalSettings()
     dialogue: DialogueSettings = DialogueSettings()
     server: ServerSettings = ServerSettings()
+    kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
+    admin: AdminSettings = AdminSettings()
 
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def kb_dir(self) -> Path:
+        return self.data_dir / "kb"
 
     @property
     def model_cache_dir(self) -> Path:

@@ -22,6 +22,7 @@ from typing import Literal
 
 from chatbot.config import Settings
 from chatbot.errors import ModelBusyError, UserError
+from chatbot.index import KnowledgeIndex
 from chatbot.language import detect_language
 from chatbot.llm import ChatModel, Message
 from chatbot.prompts import Prompts
@@ -41,9 +42,10 @@ class Source:
     heading: str
     source: str
     text: str
+    page: int | None = None
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "title": self.title, "score": round(self.score, 4), "heading": self.heading, "source": self.source}
+        return {"id": self.id, "title": self.title, "score": round(self.score, 4), "heading": self.heading, "source": self.source, "page": self.page}
 
 
 @dataclass
@@ -129,6 +131,10 @@ class DialogueManager:
         self.prompts = prompts
         self.business = settings.dialogue.business_name
 
+    def use_index(self, index: KnowledgeIndex) -> None:
+        """Answer from `index` from now on; a turn already retrieving finishes on the old one."""
+        self.retriever = Retriever(index, self.retriever.embedder, self.settings.retrieval)
+
     def respond(self, message: str, history: list[Message] | None = None) -> Reply:
         """Decide how to answer `message` after `history` (oldest first, without `message`).
 
@@ -190,7 +196,7 @@ def _source(hit, passage_chars: int) -> Source:
     text = hit.chunk.page_content
     if len(text) > passage_chars:
         text = text[:passage_chars].rsplit(" ", 1)[0] + " …"
-    return Source(meta["id"], meta["title"], hit.score, meta.get("heading", ""), meta["source"], text)
+    return Source(meta["id"], meta["title"], hit.score, meta.get("heading", ""), meta["source"], text, meta.get("page"))
 
 
 def _ms_since(started: float) -> float:

@@ -3,12 +3,14 @@ curated FAQ questions embedded on their own (matched query to query, for the ver
 decision), and the chunks' metadata, with their rows grouped by title.
 
 On disk under `<data_dir>/index/`: `versions/<version>/` holds `passages.faiss`, `questions.faiss`,
-`bm25/`, `chunks.jsonl` and `manifest.json`; the file `CURRENT` names the live version. A build writes a new
-version in a temporary folder (files fsynced), renames it into place, then replaces `CURRENT`
-atomically, so a crash at any point leaves the previous version live. The manifest records a
-fingerprint of the knowledge files, the embedder and the chunker, so a stale index is detected.
+`bm25/`, `chunks.jsonl` and `manifest.json`; the file `CURRENT` names the live version. A save writes
+the new version in a temporary folder (files and folders fsynced), renames it into place, then
+replaces `CURRENT` atomically, so a crash at any point leaves the previous version live. The
+manifest records the embedder and chunker (a change means re-embedding) and whatever the caller
+adds (`kb.py` keeps the document catalogue there, so documents and chunks swap together).
 
-An index object is read-only once built and shared by every session.
+An index object is read-only once built and shared by every session; a new version is a new object.
+The stored passage and FAQ-question vectors are kept, so an update embeds only the new chunks.
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ from langchain_core.embeddings import Embeddings
 
 from chatbot.embeddings import embedder_name
 from chatbot.errors import KnowledgeIndexError
-from chatbot.ingest import knowledge_files, load_folder
 from chatbot.lexical import tokenize
 
 log = logging.getLogger(__name__)
-CHUNKER_VERSION = "2"  # 2: BM25 beside FAISS
+CHUNKER_VERSION = "3"  # 3: document ids and pages; PDF, DOCX, HTML, TXT, XLSX, JSON
 KEEP_VERSIONS = 2
 
 
@@ -67,30 +68,35 @@ class KnowledgeIndex:
         return str(self.manifest["version"])
 
     @classmethod
-    def build(cls, chunks: list[Document], embedder: Embeddings, fingerprint: str = "", vectors: np.ndarray | None = None) -> KnowledgeIndex:
-        """Embed the chunks (unless their `vectors` are given) and the FAQ questions, and index them."""
+    def build(
+        cls, chunks: list[Document], embedder: Embeddings, vectors: np.ndarray | None = None, question_vectors: np.ndarray | None = None,
+    ) -> KnowledgeIndex:
+        """Embed the chunks (unless their `vectors` are given) and the FAQ questions (unless
+        `question_vectors`, one row per FAQ chunk in order, are given), and index them."""
         bm25s = _bm25s()
         import faiss
 
         if not chunks:
-            raise KnowledgeIndexError("the knowledge base is empty: add files to the knowledge folder")
+            raise KnowledgeIndexError("the knowledge base is empty: add documents (`chatbot kb add FILE`) or files to the knowledge folder")
         if vectors is None:
             vectors = np.asarray(embedder.embed_documents([c.page_content for c in chunks]), dtype=np.float32)
         passage_rows = np.ascontiguousarray(vectors, dtype=np.float32)
         faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
         questions = [chunks[i].metadata["question"] for i in faq_rows]
-        question_rows = np.asarray([embedder.embed_query(q) for q in questions], dtype=np.float32)
+        if question_vectors is None:
+            question_vectors = np.asarray([embedder.embed_query(q) for q in questions], dtype=np.float32)
+        question_rows = np.ascontiguousarray(question_vectors, dtype=np.float32).reshape(len(faq_rows), passage_rows.shape[1])
         passages = faiss.IndexFlatIP(passage_rows.shape[1])
         passages.add(passage_rows)
         question_index = faiss.IndexFlatIP(passage_rows.shape[1])
         if faq_rows:
-            question_index.add(question_rows.reshape(len(faq_rows), -1))
+            question_index.add(question_rows)
         bm25 = bm25s.BM25()
         bm25.index([tokenize(c.page_content) for c in chunks], show_progress=False)
         manifest = {
             "version": datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"),  # sorts by age
-            "fingerprint": fingerprint,
             "embedder": embedder_name(embedder),
+            "chunker": CHUNKER_VERSION,
             "chunks": len(chunks),
             "faqs": len(faq_rows),
             "dims": int(passage_rows.shape[1]),
@@ -102,6 +108,11 @@ class KnowledgeIndex:
         """The `k` passages most similar to the query, best first."""
         scores, rows = self._passages.search(np.asarray([query_vector], dtype=np.float32), min(k, len(self.chunks)))
         return [Hit(self.chunks[r], float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+
+    @property
+    def question_vectors(self) -> np.ndarray:
+        """The embedded FAQ questions, one row per FAQ chunk in chunk order."""
+        return self._questions.reconstruct_n(0, self._questions.ntotal) if self._questions.ntotal else np.zeros((0, self.vectors.shape[1]), np.float32)
 
     def passage_vector(self, row: int) -> np.ndarray:
         """The stored embedding of the chunk at `row`."""
@@ -121,8 +132,9 @@ class KnowledgeIndex:
         row = self._faq_rows[int(rows[0][0])]
         return Hit(self.chunks[row], float(scores[0][0]), row)
 
-    def save(self, index_dir: Path) -> Path:
-        """Write this version beside the others and make it the live one."""
+    def save(self, index_dir: Path, checkpoint=lambda name: None) -> Path:  # noqa: ANN001
+        """Write this version beside the others and make it the live one. Call it with the
+        writer's lock held (`kb.py`); `checkpoint` is called between the steps (crash tests)."""
         import faiss
 
         versions = index_dir / "versions"
@@ -136,13 +148,16 @@ class KnowledgeIndex:
         lines = [json.dumps({"text": c.page_content, "metadata": c.metadata}, ensure_ascii=False) for c in self.chunks]
         (tmp / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                _fsync(path)
+        for path in [*tmp.rglob("*"), tmp]:
+            _fsync(path)
+        checkpoint("before-rename")
         final = versions / self.version
         os.replace(tmp, final)
+        _fsync(versions)
+        checkpoint("before-swap")
         _atomic_write(index_dir / "CURRENT", self.version)
-        _remove_old_versions(versions, keep=self.version)
+        checkpoint("after-swap")
+        _remove_old_versions(versions, live=self.version)
         return final
 
     @classmethod
@@ -151,10 +166,10 @@ class KnowledgeIndex:
         bm25s = _bm25s()
         import faiss
 
-        current = index_dir / "CURRENT"
-        if not current.is_file():
-            raise KnowledgeIndexError(f"no knowledge index in {index_dir}; run `chatbot index build`")
-        folder = index_dir / "versions" / current.read_text().strip()
+        version = current_version(index_dir)
+        if version is None:
+            raise KnowledgeIndexError(f"no knowledge index in {index_dir}; run `chatbot kb rebuild`")
+        folder = index_dir / "versions" / version
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             chunks = []
@@ -165,44 +180,16 @@ class KnowledgeIndex:
             questions = faiss.read_index(str(folder / "questions.faiss"))
             bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False, verbosity=0)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise KnowledgeIndexError(f"the index in {folder} is unreadable ({e}); run `chatbot index build`") from e
+            raise KnowledgeIndexError(f"the index in {folder} is unreadable ({e}); run `chatbot kb rebuild`") from e
         return cls(chunks, passages, questions, bm25, manifest)
 
 
-def knowledge_fingerprint(knowledge_dir: Path, embedder: Embeddings) -> str:
-    """A digest of the knowledge files, the embedder and the chunker: it changes when any does."""
-    digest = hashlib.sha256(f"{embedder_name(embedder)}|chunker={CHUNKER_VERSION}".encode())
-    for path in knowledge_files(knowledge_dir):
-        digest.update(path.relative_to(knowledge_dir).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def build_index(knowledge_dir: Path, index_dir: Path, embedder: Embeddings) -> KnowledgeIndex:
-    """Chunk and embed every knowledge file, save the new version and make it live."""
-    started = time.perf_counter()
-    fingerprint = knowledge_fingerprint(knowledge_dir, embedder)
-    chunks, skipped = load_folder(knowledge_dir)
-    for error in skipped:
-        log.warning("skipped a knowledge file: %s", error)
-    index = KnowledgeIndex.build(chunks, embedder, fingerprint)
-    index.manifest["skipped"] = skipped
-    index.save(index_dir)
-    log.info("built index %s: %d chunks in %.1f s", index.version, len(index.chunks), time.perf_counter() - started)
-    return index
-
-
-def ensure_index(knowledge_dir: Path, index_dir: Path, embedder: Embeddings) -> KnowledgeIndex:
-    """The live index, rebuilt first when it is missing or the knowledge, embedder or chunker changed."""
-    fingerprint = knowledge_fingerprint(knowledge_dir, embedder)
+def current_version(index_dir: Path) -> str | None:
+    """The live version's name, or None when there is no index."""
     try:
-        index = KnowledgeIndex.load(index_dir)
-        if index.manifest.get("fingerprint") == fingerprint:
-            return index
-        log.info("the knowledge index is stale; rebuilding")
-    except KnowledgeIndexError as e:
-        log.info("%s; building it now", e)
-    return build_index(knowledge_dir, index_dir, embedder)
+        return (index_dir / "CURRENT").read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def _bm25s():  # noqa: ANN202
@@ -213,6 +200,7 @@ def _bm25s():  # noqa: ANN202
 
 
 def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -227,10 +215,15 @@ def _atomic_write(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync(path.parent)
 
 
-def _remove_old_versions(versions: Path, keep: str) -> None:
+def _remove_old_versions(versions: Path, live: str) -> None:
+    """Keep the live version and the one before it; remove the rest, and what crashed writes left
+    (temporary folders, versions never made live)."""
     names = sorted(p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
-    stale = [n for n in names if n != keep][: max(0, len(names) - KEEP_VERSIONS)]
-    for name in stale:
-        shutil.rmtree(versions / name, ignore_errors=True)
+    older = [n for n in names if n < live]
+    keep = {live, *older[-(KEEP_VERSIONS - 1) :]} if KEEP_VERSIONS > 1 else {live}
+    for path in versions.iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)

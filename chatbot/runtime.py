@@ -1,15 +1,18 @@
-"""Build the shared, read-only objects of a running Kefu from its settings: the embedder, the
-knowledge index (built first when missing or stale), the chat model, and the dialogue manager."""
+"""Build the shared objects of a running Kefu from its settings: the embedder, the knowledge base
+(its index made ready: built, re-embedded or synced with the knowledge folder as needed), the chat
+model and the dialogue manager; and keep the manager on the live index version."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from chatbot.config import Settings
 from chatbot.dialogue import DialogueManager
 from chatbot.embeddings import make_embeddings
-from chatbot.index import ensure_index
+from chatbot.index import current_version
+from chatbot.kb import KnowledgeBase
 from chatbot.llm import ChatModel, make_chat_model
 from chatbot.prompts import Prompts
 from chatbot.retrieval import Retriever
@@ -21,7 +24,7 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
     """Everything one process needs to answer; `model` replaces the configured LM (tests)."""
     started = time.perf_counter()
     embedder = make_embeddings(settings.embeddings)
-    index = ensure_index(settings.knowledge_dir, settings.index_dir, embedder)
+    index = KnowledgeBase(settings, embedder).open()
     if model is None:
         model = make_chat_model(settings.llm, settings.model_cache_dir)
     manager = DialogueManager(settings, Retriever(index, embedder, settings.retrieval), model, Prompts(settings.prompts_dir))
@@ -30,3 +33,38 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
         time.perf_counter() - started, len(index.chunks), index.version, index.manifest["embedder"], model.name,
     )
     return manager
+
+
+class IndexWatcher:
+    """Keeps a manager on the live index version: every `kb.reload_interval_s` it looks at the
+    version pointer, and loads a version another process (`chatbot kb ...`) made live."""
+
+    def __init__(self, kb: KnowledgeBase, manager: DialogueManager) -> None:
+        self.kb = kb
+        self.manager = manager
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="index-watcher", daemon=True)
+
+    def start(self) -> IndexWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def refresh(self) -> bool:
+        """Load the live version if the manager is not on it; whether it changed."""
+        version = current_version(self.kb.index_dir)
+        if version is None or version == self.manager.retriever.index.version:
+            return False
+        index = self.kb.live()
+        self.manager.use_index(index)
+        log.info("now answering from index %s (%d chunks)", index.version, len(index.chunks))
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.kb.settings.kb.reload_interval_s):
+            try:
+                self.refresh()
+            except Exception:  # a half-visible version is retried on the next tick; answering goes on
+                log.exception("could not load the new index version; still answering from %s", self.manager.retriever.index.version)

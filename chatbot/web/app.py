@@ -1,24 +1,54 @@
-"""The web app: FastAPI with the Gradio chat page mounted at `/` and a health check at `/healthz`."""
+"""The web app: FastAPI with the Gradio chat page mounted at `/`, the admin page at `/admin` (when
+an admin password is set) and a health check at `/healthz`."""
 
 from __future__ import annotations
 
 import gradio as gr
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 
 from chatbot import __version__
 from chatbot.dialogue import DialogueManager
+from chatbot.runtime import IndexWatcher
 from chatbot.web.chat_ui import build_chat_ui
 
+ADMIN_OFF = """<!doctype html><html><head><meta charset="utf-8"><title>Kefu admin is off</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h2>The admin page is off</h2>
+<p>No admin password is set. Start Kefu with one to turn the admin page on, for example:</p>
+<pre>CHATBOT_ADMIN_PASSWORD='a long secret' make run</pre>
+<p>Then sign in here as <code>admin</code> (or the name in <code>admin.user</code>) with that password.
+Documents can also be managed from the command line: <code>chatbot kb add|list|remove|rebuild</code>.</p>
+</body></html>"""
 
-def create_app(manager: DialogueManager) -> FastAPI:
-    """The ASGI app serving one dialogue manager."""
+
+def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) -> FastAPI:
+    """The ASGI app serving one dialogue manager; with a `watcher`, also the admin page."""
     app = FastAPI(title="Kefu", version=__version__)
-    index = manager.retriever.index
+    settings = manager.settings
 
     @app.get("/healthz")
     def healthz() -> dict:
+        index = manager.retriever.index
         return {"status": "ok", "index_version": index.version, "chunks": len(index.chunks), "model": manager.model.name}
 
-    ui = build_chat_ui(manager, manager.settings.server.concurrency_limit)
-    ui.queue(default_concurrency_limit=manager.settings.server.concurrency_limit)
+    if watcher is not None:
+        app.add_event_handler("shutdown", watcher.stop)
+        if settings.admin.password:
+            from chatbot.web.admin import build_admin_ui
+
+            admin = build_admin_ui(watcher.kb, watcher)
+            admin.queue(default_concurrency_limit=2)
+            # Gradio refuses far larger files itself; those just over the limit get Kefu's own message.
+            limit = int(2 * settings.kb.max_file_mb * 2**20)
+            gr.mount_gradio_app(app, admin, path="/admin", auth=(settings.admin.user, settings.admin.password), max_file_size=limit, footer_links=[])
+        else:
+
+            @app.get("/admin", response_class=HTMLResponse)
+            @app.get("/admin/", response_class=HTMLResponse, include_in_schema=False)
+            def admin_off() -> str:
+                return ADMIN_OFF
+
+    ui = build_chat_ui(manager, settings.server.concurrency_limit)
+    ui.queue(default_concurrency_limit=settings.server.concurrency_limit)
     return gr.mount_gradio_app(app, ui, path="/", footer_links=["api"])

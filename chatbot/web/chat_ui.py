@@ -43,7 +43,8 @@ def sources_footer(reply: Reply) -> str:
     lines = [f"\n\n**{_SOURCES_LABEL.get(reply.lang, 'Sources')}** ({note})"]
     for n, source in enumerate(reply.sources, 1):
         heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""
-        lines.append(f"{n}. {source.title}{heading} · `{source.source}` · {source.score:.2f}")
+        page = f" p. {source.page}" if source.page else ""
+        lines.append(f"{n}. {source.title}{heading} · `{source.source}`{page} · {source.score:.2f}")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ from langchain_core.documents import Document
 from chatbot.dialogue import DialogueManager, decide, trim_history
 from chatbot.embeddings import FakeEmbeddings
 from chatbot.errors import UserError
-from chatbot.index import Hit, ensure_index
+from chatbot.index import Hit
+from chatbot.kb import KnowledgeBase
 from chatbot.llm import FakeChatModel
 from chatbot.prompts import Prompts
 from chatbot.retrieval import Retrieval, Retriever
@@ -57,7 +58,7 @@ def test_history_keeps_the_newest_turns_within_budget_starting_on_a_user_turn():
 
 @pytest.fixture
 def manager(settings):
-    index = ensure_index(settings.knowledge_dir, settings.index_dir, FakeEmbeddings())
+    index = KnowledgeBase(settings, FakeEmbeddings()).open()
     return DialogueManager(settings, Retriever(index, FakeEmbeddings(), settings.retrieval), FakeChatModel(), Prompts(settings.prompts_dir))
 
 

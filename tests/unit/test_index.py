@@ -1,47 +1,69 @@
-"""The knowledge index on disk: versions, the CURRENT pointer, staleness, old versions cleaned."""
+"""The knowledge index on disk: versions, the CURRENT pointer, stored vectors, old versions cleaned."""
 
 import pytest
 
 from chatbot.embeddings import FakeEmbeddings
 from chatbot.errors import KnowledgeIndexError
-from chatbot.index import KnowledgeIndex, build_index, ensure_index
+from chatbot.index import KnowledgeIndex, current_version
+from chatbot.ingest import read_document
 
 
-def test_a_saved_index_loads_with_the_same_chunks_and_answers(knowledge_dir, tmp_path):
+def _chunks(knowledge_dir):
+    docs = []
+    for path in sorted(knowledge_dir.rglob("*.csv")) + sorted(knowledge_dir.rglob("returns.md")):
+        docs += read_document(path.relative_to(knowledge_dir).as_posix(), path.read_bytes())[1]
+    return docs
+
+
+def test_a_saved_index_loads_with_the_same_chunks_vectors_and_answers(knowledge_dir, tmp_path):
     embedder = FakeEmbeddings()
-    built = build_index(knowledge_dir, tmp_path / "index", embedder)
+    built = KnowledgeIndex.build(_chunks(knowledge_dir), embedder)
+    built.save(tmp_path / "index")
     loaded = KnowledgeIndex.load(tmp_path / "index")
-    assert loaded.version == built.version
+    assert loaded.version == built.version == current_version(tmp_path / "index")
     assert [c.metadata for c in loaded.chunks] == [c.metadata for c in built.chunks]
+    assert (loaded.vectors == built.vectors).all() and (loaded.question_vectors == built.question_vectors).all()
     query = embedder.embed_query("how long does standard delivery take")
     assert loaded.search(query, 1)[0].chunk.metadata["id"] == "en/faq.csv#0"
     assert loaded.best_faq(query).chunk.metadata["question"] == "How long does standard delivery take?"
 
 
+def test_given_vectors_are_used_instead_of_embedding_again(knowledge_dir):
+    chunks = _chunks(knowledge_dir)
+    first = KnowledgeIndex.build(chunks, FakeEmbeddings())
+
+    class Refusing(FakeEmbeddings):
+        def embed_documents(self, texts):
+            raise AssertionError("embedded again")
+
+        def embed_query(self, text):
+            raise AssertionError("embedded again")
+
+    again = KnowledgeIndex.build(chunks, Refusing(), vectors=first.vectors, question_vectors=first.question_vectors)
+    assert (again.vectors == first.vectors).all()
+
+
 def test_a_missing_index_says_what_to_run(tmp_path):
-    with pytest.raises(KnowledgeIndexError, match="run `chatbot index build`"):
+    with pytest.raises(KnowledgeIndexError, match="run `chatbot kb rebuild`"):
         KnowledgeIndex.load(tmp_path / "nothing")
 
 
-def test_ensure_index_reuses_a_fresh_index_and_rebuilds_a_stale_one(knowledge_dir, tmp_path):
-    embedder = FakeEmbeddings()
-    first = ensure_index(knowledge_dir, tmp_path / "index", embedder)
-    assert ensure_index(knowledge_dir, tmp_path / "index", embedder).version == first.version
-    (knowledge_dir / "en" / "more.csv").write_text("question,answer\nDo you sell gift cards?,Yes.\n", encoding="utf-8")
-    rebuilt = ensure_index(knowledge_dir, tmp_path / "index", embedder)
-    assert rebuilt.version != first.version
-    assert len(rebuilt.chunks) == len(first.chunks) + 1
-
-
-def test_only_the_newest_versions_are_kept_and_current_points_at_the_last(knowledge_dir, tmp_path):
+def test_the_live_and_previous_versions_are_kept_and_crash_leftovers_removed(knowledge_dir, tmp_path):
     index_dir = tmp_path / "index"
-    versions = [build_index(knowledge_dir, index_dir, FakeEmbeddings()).version for _ in range(4)]
+    chunks = _chunks(knowledge_dir)
+    versions = []
+    for n in range(4):
+        index = KnowledgeIndex.build(chunks, FakeEmbeddings())
+        if n == 2:  # what a crashed writer leaves: a temporary folder and a version never made live
+            (index_dir / "versions" / ".20990101T000000.000000Z.tmp").mkdir()
+            (index_dir / "versions" / "20000101T000000.000000Z").mkdir()
+        index.save(index_dir)
+        versions.append(index.version)
     kept = sorted(p.name for p in (index_dir / "versions").iterdir())
     assert kept == sorted(versions[-2:])
-    assert (index_dir / "CURRENT").read_text() == versions[-1]
+    assert current_version(index_dir) == versions[-1]
 
 
-def test_an_empty_knowledge_folder_is_refused(tmp_path):
-    (tmp_path / "k").mkdir()
+def test_an_empty_knowledge_base_is_refused():
     with pytest.raises(KnowledgeIndexError, match="knowledge base is empty"):
-        build_index(tmp_path / "k", tmp_path / "index", FakeEmbeddings())
+        KnowledgeIndex.build([], FakeEmbeddings())

@@ -1,0 +1,379 @@
+"""The knowledge base: documents added, replaced and removed, each change a new index version.
+
+- A document's id comes from its content (`ingest.document_id`): adding the same file again
+  changes nothing; a file with new content under a known name replaces that document's chunks.
+- Originals are kept content-addressed under `<data_dir>/kb/originals/`, so `rebuild` can re-chunk
+  and re-embed everything (a new embedder or chunker makes `open` do it by itself).
+- The document catalogue lives in the index version's manifest, so documents and chunks change
+  together in one atomic swap (`index.py`). One writer at a time: an exclusive `flock` on
+  `<data_dir>/kb/lock`, released by the kernel if the writer dies. Only new chunks are embedded;
+  the rest keep their stored vectors.
+- The knowledge folder (`knowledge_dir`) seeds the base: `open` adds its new and changed files and
+  removes documents whose file left the folder. A folder document an admin removed stays removed
+  (its content id is remembered) until the file changes.
+- A bad file is refused with an error naming it and what to do; the rest of the batch goes in.
+
+Setting `KEFU_CRASH_AT` to a step name kills the process there with SIGKILL: the crash tests use it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+
+from chatbot.config import Settings
+from chatbot.embeddings import embedder_name
+from chatbot.errors import KnowledgeIndexError, UserError
+from chatbot.formats import SUFFIXES
+from chatbot.index import CHUNKER_VERSION, KnowledgeIndex, current_version
+from chatbot.ingest import IngestError, document_id, read_document
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float, str], None]  # fraction done 0-1, what is happening
+EMBED_BATCH = 16
+
+
+@dataclass
+class Upload:
+    """A file to add: its document name and its bytes."""
+
+    name: str
+    data: bytes
+    origin: str = "upload"  # or "folder": it mirrors a file of the knowledge folder
+
+
+@dataclass
+class Report:
+    """What one change did."""
+
+    added: list[dict] = field(default_factory=list)
+    replaced: list[dict] = field(default_factory=list)
+    removed: list[dict] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # one error per file, naming it
+    version: str | None = None
+    seconds: float = 0.0
+    embedded_chunks: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.replaced or self.removed)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("added", "replaced", "removed", "unchanged", "refused", "version", "seconds", "embedded_chunks")}
+
+
+def check_name(name: str) -> str:
+    """A document name as given (a relative POSIX path); an IngestError for anything that could
+    point outside the knowledge base or hide what it is."""
+    shown = repr(name) if any(ord(c) < 32 for c in name) else name
+    if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
+        raise IngestError(f"{shown}: not a usable file name; rename the file (plain characters, at most 255) and upload it again")
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (len(name) > 1 and name[1] == ":"):
+        raise IngestError(f"{shown}: refused: the file name is a path outside the knowledge base; upload it under its plain name, e.g. '{path.name or 'file.pdf'}'")
+    return name
+
+
+class KnowledgeBase:
+    """The documents of one data dir. Readers use `live()`; writers `add`, `remove`, `rebuild`, `open`."""
+
+    def __init__(self, settings: Settings, embedder: Embeddings) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.index_dir = settings.index_dir
+        self.originals = settings.kb_dir / "originals"
+        self.max_bytes = int(settings.kb.max_file_mb * 2**20)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def live(self) -> KnowledgeIndex:
+        """The live version (loaded from disk)."""
+        for attempt in range(3):  # a writer may swap and clean up between reading CURRENT and loading
+            try:
+                return KnowledgeIndex.load(self.index_dir)
+            except KnowledgeIndexError:
+                if attempt == 2 or current_version(self.index_dir) is None:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def documents(self, index: KnowledgeIndex | None = None) -> list[dict]:
+        """The catalogue: one entry per document (id, name, type, chunks, size, added, origin)."""
+        index = index or self.live()
+        return list(index.manifest.get("documents", []))
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def add(self, uploads: list[Upload], progress: Progress | None = None) -> Report:
+        """Add files; a known content is unchanged, a known name with new content is replaced."""
+        with self._writing():
+            return self._update(self._ready(progress), uploads, set(), progress)
+
+    def remove(self, doc_id: str) -> Report:
+        """Remove a document (by id, or by name) and all its chunks."""
+        with self._writing():
+            live = self._ready(None)
+            docs = self.documents(live) if live else []
+            match = [d for d in docs if d["id"] == doc_id or d["name"] == doc_id]
+            if not match:
+                raise UserError(f"no document '{doc_id}' in the knowledge base; `chatbot kb list` shows the ids")
+            if len(match) == len(docs):
+                raise UserError(f"'{match[0]['name']}' is the only document; add another before removing it")
+            return self._update(live, [], {match[0]["id"]}, None)
+
+    def rebuild(self, progress: Progress | None = None) -> Report:
+        """Re-read every original and re-chunk and re-embed everything (a new embedder or chunker)."""
+        with self._writing():
+            return self._rebuild(self._live_or_none(), progress)
+
+    def open(self, knowledge_dir: Path | None = None, progress: Progress | None = None) -> KnowledgeIndex:
+        """The live index, made ready first: rebuilt when the embedder or chunker changed, and
+        brought in line with the knowledge folder."""
+        knowledge_dir = knowledge_dir or self.settings.knowledge_dir
+        with self._writing():
+            live = self._ready(progress)
+            uploads, gone = self._folder_changes(knowledge_dir, live)
+            if live is None or uploads or gone:
+                report = self._update(live, uploads, gone, progress, folder_sync=True)
+                for error in report.refused:
+                    log.warning("skipped a knowledge file: %s", error)
+                if report.changed:
+                    log.info(
+                        "knowledge folder: %d added, %d replaced, %d removed; index %s",
+                        len(report.added), len(report.replaced), len(report.removed), report.version,
+                    )
+        return self.live()
+
+    # --- internals -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        self.settings.kb_dir.mkdir(parents=True, exist_ok=True)
+        with (self.settings.kb_dir / "lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another knowledge-base update to finish")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _live_or_none(self) -> KnowledgeIndex | None:
+        if current_version(self.index_dir) is None:
+            return None
+        try:
+            return self.live()
+        except KnowledgeIndexError as e:
+            log.warning("%s; starting from the knowledge folder and the kept originals", e)
+            return None
+
+    def _ready(self, progress: Progress | None) -> KnowledgeIndex | None:
+        """The live version, re-embedded first if it was made with another embedder or chunker."""
+        live = self._live_or_none()
+        if live is not None and not self._compatible(live):
+            log.info("the index was made with another embedder or chunker; re-embedding every document")
+            self._rebuild(live, progress)
+            live = self._live_or_none()
+        return live
+
+    def _compatible(self, index: KnowledgeIndex) -> bool:
+        m = index.manifest
+        return m.get("embedder") == embedder_name(self.embedder) and m.get("chunker") == CHUNKER_VERSION and "documents" in m
+
+    def _folder_changes(self, knowledge_dir: Path, live: KnowledgeIndex | None) -> tuple[list[Upload], set[str]]:
+        docs = {d["name"]: d for d in (self.documents(live) if live else [])}
+        tombstones = set((live.manifest.get("removed") or {}) if live else {})
+        uploads = []
+        present = set()
+        for path in sorted(knowledge_dir.rglob("*")) if knowledge_dir.is_dir() else []:
+            if not path.is_file() or path.name.lower() == "readme.md" or path.name.startswith("."):
+                continue
+            if path.suffix.lower() not in SUFFIXES:
+                continue
+            name = path.relative_to(knowledge_dir).as_posix()
+            present.add(name)
+            data = path.read_bytes()
+            known = docs.get(name)
+            if known and (known["id"] == document_id(data) or known.get("origin") != "folder") or document_id(data) in tombstones:
+                continue  # unchanged, replaced by an admin's upload, or removed by an admin
+            uploads.append(Upload(name, data, origin="folder"))
+        gone = {d["id"] for name, d in docs.items() if d.get("origin") == "folder" and name not in present}
+        return uploads, gone
+
+    def _rebuild(self, live: KnowledgeIndex | None, progress: Progress | None) -> Report:
+        uploads, missing = [], []
+        for doc in self.documents(live) if live else []:
+            path = self.originals / doc["sha256"]
+            if path.is_file():
+                uploads.append(Upload(doc["name"], path.read_bytes(), doc.get("origin", "upload")))
+            else:
+                missing.append(f"{doc['name']}: its original is missing from {self.originals}; add the file again")
+        removed = dict(live.manifest.get("removed") or {}) if live else {}
+        report = self._update(None, uploads, set(), progress, tombstones=removed, added_at={d["id"]: d["added"] for d in self.documents(live)} if live else {})
+        report.refused += missing
+        return report
+
+    def _update(
+        self,
+        live: KnowledgeIndex | None,
+        uploads: list[Upload],
+        remove_ids: set[str],
+        progress: Progress | None,
+        *,
+        folder_sync: bool = False,
+        tombstones: dict[str, str] | None = None,
+        added_at: dict[str, str] | None = None,
+    ) -> Report:
+        """One change: read and check the uploads, keep their originals, embed the new chunks,
+        and write and swap in a new version. Called with the writer's lock held."""
+        started = time.perf_counter()
+        report_progress = progress or (lambda fraction, text: None)
+        report = Report()
+        docs = {d["id"]: d for d in (self.documents(live) if live else [])}
+        by_name = {d["name"]: d["id"] for d in docs.values()}
+        removed = dict(tombstones if tombstones is not None else (live.manifest.get("removed") or {}) if live else {})
+        for doc_id in remove_ids:
+            doc = docs.pop(doc_id)
+            by_name.pop(doc["name"], None)
+            report.removed.append(doc)
+            if doc.get("origin") == "folder" and not folder_sync:
+                removed[doc_id] = doc["name"]  # an admin removed it: the folder must not bring it back
+        new_chunks: dict[str, list[Document]] = {}
+        for n, upload in enumerate(uploads):
+            report_progress(0.1 * n / max(len(uploads), 1), f"reading {upload.name}")
+            try:
+                entry, chunks = self._read(upload)
+            except IngestError as e:
+                report.refused.append(str(e))
+                continue
+            if entry["id"] in docs or entry["id"] in new_chunks:
+                report.unchanged.append(upload.name)
+                continue
+            old = by_name.get(upload.name)
+            if old is not None:
+                report.replaced.append(docs.pop(old))
+            entry["added"] = (added_at or {}).get(entry["id"]) or datetime.now(UTC).isoformat(timespec="seconds")
+            docs[entry["id"]] = entry
+            by_name[upload.name] = entry["id"]
+            new_chunks[entry["id"]] = chunks
+            removed.pop(entry["id"], None)
+            if old is None:
+                report.added.append(entry)
+        checkpoint("after-originals")
+        report.refused = sorted(set(report.refused), key=report.refused.index)
+        if not (report.added or report.replaced or report.removed) and live is not None:
+            report.version, report.seconds = live.version, time.perf_counter() - started
+            return report
+        # Chunks in catalogue order: kept ones with their stored vectors, new ones embedded.
+        kept = [i for i, c in enumerate(live.chunks) if c.metadata.get("doc_id") in docs] if live else []
+        chunks = [live.chunks[i] for i in kept] if live else []
+        vectors = [live.vectors[kept]] if live else []
+        faq_kept = [i for i, r in enumerate(_faq_rows(live.chunks)) if r in set(kept)] if live else []
+        question_vectors = [live.question_vectors[faq_kept]] if live else []
+        fresh = [c for doc_chunks in new_chunks.values() for c in doc_chunks]
+        if fresh:
+            vecs, qvecs = self._embed(fresh, report_progress)
+            chunks += fresh
+            vectors.append(vecs)
+            question_vectors.append(qvecs)
+        if not chunks:
+            raise KnowledgeIndexError("the knowledge base is empty: add documents (`chatbot kb add FILE`) or files to the knowledge folder")
+        report_progress(0.95, "writing the new index version")
+        index = KnowledgeIndex.build(chunks, self.embedder, vectors=np.concatenate(vectors), question_vectors=np.concatenate(question_vectors))
+        index.manifest |= {
+            "documents": sorted(docs.values(), key=lambda d: d["name"]),
+            "removed": removed,
+            "refused": report.refused if folder_sync else list((live.manifest.get("refused") or []) if live else []),
+        }
+        index.save(self.index_dir, checkpoint)
+        self._collect_originals(docs)
+        report.version, report.embedded_chunks = index.version, len(fresh)
+        report.seconds = time.perf_counter() - started
+        report_progress(1.0, f"index {index.version} is live")
+        log.info("knowledge base: version %s, %d documents, %d chunks (%d embedded) in %.1f s", index.version, len(docs), len(chunks), len(fresh), report.seconds)
+        return report
+
+    def _read(self, upload: Upload) -> tuple[dict, list[Document]]:
+        """Check and chunk one upload, and keep its original; the catalogue entry and chunks."""
+        name = check_name(upload.name)
+        if len(upload.data) > self.max_bytes:
+            raise IngestError(
+                f"{name}: {len(upload.data) / 2**20:.1f} MB is over the {self.settings.kb.max_file_mb:g} MB limit; "
+                f"split it into smaller files (or raise kb.max_file_mb) and upload again"
+            )
+        parsed, chunks = read_document(name, upload.data)
+        sha = hashlib.sha256(upload.data).hexdigest()
+        _write_once(self.originals / sha, upload.data)
+        entry = {
+            "id": document_id(upload.data), "name": name, "type": parsed.type, "title": parsed.title,
+            "chunks": len(chunks), "size": len(upload.data), "sha256": sha, "origin": upload.origin,
+        }
+        return entry, chunks
+
+    def _embed(self, chunks: list[Document], progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+        """Passage vectors of `chunks` and query vectors of their FAQ questions, in batches."""
+        rows = []
+        for start in range(0, len(chunks), EMBED_BATCH):
+            batch = chunks[start : start + EMBED_BATCH]
+            rows.append(np.asarray(self.embedder.embed_documents([c.page_content for c in batch]), dtype=np.float32))
+            done = start + len(batch)
+            progress(0.1 + 0.8 * done / len(chunks), f"embedded {done} of {len(chunks)} chunks")
+            if start == 0:
+                checkpoint("mid-embedding")
+        questions = [c.metadata["question"] for c in chunks if c.metadata.get("kind") == "faq"]
+        qvecs = np.asarray([self.embedder.embed_query(q) for q in questions], dtype=np.float32)
+        return np.concatenate(rows), qvecs.reshape(len(questions), rows[0].shape[1])
+
+    def _collect_originals(self, docs: dict[str, dict]) -> None:
+        """Remove originals no document of the live or the kept previous version uses."""
+        used = {d["sha256"] for d in docs.values()}
+        for folder in (self.index_dir / "versions").iterdir():
+            try:
+                manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+                used |= {d["sha256"] for d in manifest.get("documents", [])}
+            except (OSError, ValueError):
+                continue
+        for path in self.originals.iterdir() if self.originals.is_dir() else []:
+            if path.name not in used and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+
+
+def _faq_rows(chunks: list[Document]) -> list[int]:
+    return [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    """Write a content-addressed file atomically (temporary file, fsync, rename) unless present."""
+    if path.is_file() and path.stat().st_size == len(data):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def checkpoint(name: str) -> None:
+    """A step of an update; `KEFU_CRASH_AT=<name>` kills the process here (crash tests)."""
+    if os.environ.get("KEFU_CRASH_AT") == name:
+        log.warning("KEFU_CRASH_AT=%s: killing this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
