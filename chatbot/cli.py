@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = kb_commands.add_parser("list", help="list the documents")
     listing.add_argument("--json", action="store_true", help="print a JSON list of documents")
     listing.set_defaults(run=_kb_list)
-    remove = kb_commands.add_parser("remove", help="remove a document and all its chunks")
-    remove.add_argument("id", help="the document's id (or its name), from `chatbot kb list`")
+    remove = kb_commands.add_parser("remove", help="remove documents and all their chunks")
+    remove.add_argument("ids", nargs="+", metavar="ID", help="a document's id (or its name), from `chatbot kb list`")
     remove.set_defaults(run=_kb_remove)
     rebuild = kb_commands.add_parser("rebuild", help="re-read, re-chunk and re-embed every document")
     rebuild.set_defaults(run=_kb_rebuild)
@@ -151,7 +151,7 @@ def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _kb_remove(settings: Settings, args: argparse.Namespace) -> int:
-    report = _knowledge_base(settings).remove(args.id)
+    report = _knowledge_base(settings).remove(*args.ids)
     for doc in report.removed:
         print(f"removed: {doc['name']} (id {doc['id']}, {doc['chunks']} chunks); index version {report.version}")
     return 0

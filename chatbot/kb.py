@@ -124,17 +124,20 @@ class KnowledgeBase:
         with self._writing():
             return self._update(self._ready(progress), uploads, set(), progress)
 
-    def remove(self, doc_id: str) -> Report:
-        """Remove a document (by id, or by name) and all its chunks."""
+    def remove(self, *doc_ids: str) -> Report:
+        """Remove documents (by id, or by name) and all their chunks, in one new version."""
         with self._writing():
             live = self._ready(None)
             docs = self.documents(live) if live else []
-            match = [d for d in docs if d["id"] == doc_id or d["name"] == doc_id]
-            if not match:
-                raise UserError(f"no document '{doc_id}' in the knowledge base; `chatbot kb list` shows the ids")
-            if len(match) == len(docs):
-                raise UserError(f"'{match[0]['name']}' is the only document; add another before removing it")
-            return self._update(live, [], {match[0]["id"]}, None)
+            chosen = set()
+            for doc_id in doc_ids:
+                match = [d["id"] for d in docs if doc_id in (d["id"], d["name"])]
+                if not match:
+                    raise UserError(f"no document '{doc_id}' in the knowledge base; `chatbot kb list` shows the ids")
+                chosen.add(match[0])
+            if len(chosen) == len(docs):
+                raise UserError("that would remove every document; add another before removing the last one")
+            return self._update(live, [], chosen, None)
 
     def rebuild(self, progress: Progress | None = None) -> Report:
         """Re-read every original and re-chunk and re-embed everything (a new embedder or chunker)."""

@@ -33,7 +33,6 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
         return {"status": "ok", "index_version": index.version, "chunks": len(index.chunks), "model": manager.model.name}
 
     if watcher is not None:
-        app.add_event_handler("shutdown", watcher.stop)
         if settings.admin.password:
             from chatbot.web.admin import build_admin_ui
 

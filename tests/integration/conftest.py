@@ -45,11 +45,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+ADMIN_PASSWORD = "integration-test-secret"
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def serve_data(tmp_path_factory):
+    """The data dir of the `server` fixture: `chatbot kb` pointed here changes what it answers."""
+    return tmp_path_factory.mktemp("serve-data")
+
+
+def run_cli(*args: str, data_dir, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`chatbot ARGS` in a new process on the default profile with `data_dir`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "chatbot.cli", *args], env=base | {"CHATBOT_DATA_DIR": str(data_dir)} | (env or {}),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, serve_data):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-    env["CHATBOT_DATA_DIR"] = str(tmp_path_factory.mktemp("serve-data"))
+    env["CHATBOT_DATA_DIR"] = str(serve_data)
+    env["CHATBOT_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     log = (tmp_path_factory.mktemp("logs") / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -167,5 +167,5 @@ def test_removing_the_last_document_is_refused(settings, tmp_path):
     settings.knowledge_dir = tmp_path / "empty"
     kb = KnowledgeBase(settings, FakeEmbeddings())
     kb.add([GIFT])
-    with pytest.raises(UserError, match="is the only document"):
+    with pytest.raises(UserError, match="would remove every document"):
         kb.remove("gift-cards.csv")

@@ -1,0 +1,107 @@
+"""The knowledge base for real: `chatbot kb` in its own process beside a running `chatbot serve`,
+the packaged embedder, FAISS and BM25 on disk. A document added is answered and cited; removed, no
+retriever gives it again, here, in a new process or in the server; queries go on during an upload."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chatbot.config import load_settings
+from chatbot.embeddings import make_embeddings
+from chatbot.kb import KnowledgeBase
+from chatbot.lexical import tokenize
+from chatbot.retrieval import Retriever
+from tests import files
+from tests.integration.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+QUESTION = "Do you offer a plant-sitting service while I travel?"
+SITTER_CSV = f"question,answer\n{QUESTION},\"Yes: our Leaf Sitter visits twice a week for EUR 12 a visit, booked in the app.\"\n"
+
+
+def _ask_server(url: str, question: str) -> str:
+    from gradio_client import Client
+
+    return str(Client(url, verbose=False).predict(question, [], api_name="/chat")[1][-1]["content"])
+
+
+def _wait_for(predicate, timeout: float = 20.0, every: float = 0.5):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+def _settings(data_dir):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    return load_settings("default", environ=env, overrides={"data_dir": str(data_dir)})
+
+
+def test_a_document_added_is_answered_cited_and_after_removal_no_retriever_anywhere_returns_it(server, serve_data, tmp_path):
+    path = tmp_path / "plant-sitting.csv"
+    path.write_text(SITTER_CSV, encoding="utf-8")
+    added = run_cli("kb", "add", str(path), "--json", data_dir=serve_data)
+    assert added.returncode == 0, added.stderr
+    doc_id = json.loads(added.stdout)["added"][0]["id"]
+
+    started = time.monotonic()
+    answer = _wait_for(lambda: (text := _ask_server(server, QUESTION)) and "plant-sitting.csv" in text and text)
+    assert answer and "Leaf Sitter" in answer, "the running server did not answer from the new document"
+    print(f"the running server answered from the new document {time.monotonic() - started:.1f} s after `kb add` returned")
+    asked = run_cli("ask", "--json", QUESTION, data_dir=serve_data)
+    assert json.loads(asked.stdout)["sources"][0]["source"] == "plant-sitting.csv"
+
+    removed = run_cli("kb", "remove", doc_id, data_dir=serve_data)
+    assert removed.returncode == 0 and "removed: plant-sitting.csv" in removed.stdout, removed.stderr
+    assert _wait_for(lambda: "plant-sitting.csv" not in _ask_server(server, QUESTION)), "the running server still cites the removed document"
+    assert "Leaf Sitter" not in _ask_server(server, QUESTION)
+
+    # A new process: the chat's own retrieval, and the dense and BM25 indexes searched on their own.
+    asked = json.loads(run_cli("ask", "--json", QUESTION, data_dir=serve_data).stdout)
+    assert all(s["source"] != "plant-sitting.csv" for s in asked["sources"]) and "Leaf Sitter" not in asked["answer"]
+    settings = _settings(serve_data)
+    embedder = make_embeddings(settings.embeddings)
+    index = KnowledgeBase(settings, embedder).live()
+    assert all(c.metadata["doc_id"] != doc_id for c in index.chunks)
+    dense = index.search(embedder.embed_query(QUESTION), len(index.chunks))
+    assert len(dense) == len(index.chunks) and all(h.chunk.metadata["doc_id"] != doc_id for h in dense)
+    bm25 = index.bm25_scores(tokenize(QUESTION))
+    assert len(bm25) == len(index.chunks)
+    best = index.chunks[int(bm25.argmax())]
+    assert best.metadata["doc_id"] != doc_id
+    passages = Retriever(index, embedder, settings.retrieval).retrieve(QUESTION, k=20).passages
+    assert all(h.chunk.metadata["doc_id"] != doc_id for h in passages)
+
+
+def test_queries_keep_being_answered_while_a_large_upload_is_indexed(server, serve_data, tmp_path):
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    corpus = files.mixed_corpus(30, seed=11)
+    for name, data in corpus:
+        (folder / name).write_bytes(data)
+    env_base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CHATBOT_")}
+    upload = subprocess.Popen(
+        [sys.executable, "-m", "chatbot.cli", "kb", "add", str(folder), "--json"], env=env_base | {"CHATBOT_DATA_DIR": str(serve_data)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    answers = []
+    while upload.poll() is None:
+        answers.append(_ask_server(server, "How long does standard delivery take?"))
+        time.sleep(0.1)
+    out, err = upload.communicate()
+    report = json.loads(out)
+    assert upload.returncode == 0 and len(report["added"]) == len(corpus) and not report["refused"], err
+    assert len(answers) >= 3, "too few queries ran during the upload to show anything"
+    assert all("3–5 business days" in a and "en/faq.csv" in a for a in answers), [a for a in answers if "3–5" not in a][:1]
+    print(f"{len(answers)} queries answered during an upload of {len(corpus)} documents ({report['embedded_chunks']} chunks, {report['seconds']:.0f} s)")
+    removed = run_cli("kb", "remove", *[d["id"] for d in report["added"]], data_dir=serve_data)
+    assert removed.returncode == 0, removed.stderr
