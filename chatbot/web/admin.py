@@ -106,4 +106,6 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher) -> gr.Blocks:
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB"
+    return f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} B"
