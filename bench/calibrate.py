@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chatbot.config import load_settings
 from chatbot.dialogue import decide
 from chatbot.embeddings import make_embeddings
-from chatbot.index import build_index
+from chatbot.kb import KnowledgeBase
 from chatbot.retrieval import Retriever
 
 
@@ -34,10 +34,10 @@ def main() -> None:
     overrides = dict(item.split("=", 1) for item in args.set)
     if args.embedder:
         overrides["embeddings.backend"] = args.embedder
-    settings = load_settings("default", overrides=overrides)
-    embedder = make_embeddings(settings.embeddings)
     with tempfile.TemporaryDirectory() as tmp:
-        index = build_index(settings.knowledge_dir, Path(tmp), embedder)
+        settings = load_settings("default", overrides=overrides | {"data_dir": tmp})
+        embedder = make_embeddings(settings.embeddings)
+        index = KnowledgeBase(settings, embedder).open()
     retriever = Retriever(index, embedder, settings.retrieval)
     probes = [json.loads(line) for line in args.probes.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = []

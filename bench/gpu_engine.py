@@ -38,7 +38,7 @@ QWEN25 = {
 }
 
 
-def build_model(size: str, device: str, dtype):  # noqa: ANN001
+def build_model(size: str, device: str, dtype):
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -54,7 +54,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def run_engine(engine, prompts: list[list[int]], new_tokens: int) -> dict:  # noqa: ANN001
+def run_engine(engine, prompts: list[list[int]], new_tokens: int) -> dict:
     def one(prompt):
         started = time.perf_counter()
         stamps = [time.perf_counter() for _ in engine.generate(prompt, new_tokens)]
@@ -66,7 +66,7 @@ def run_engine(engine, prompts: list[list[int]], new_tokens: int) -> dict:  # no
     return summarise(results, time.perf_counter() - began)
 
 
-def run_locked_generate(model, prompts: list[list[int]], new_tokens: int) -> dict:  # noqa: ANN001
+def run_locked_generate(model, prompts: list[list[int]], new_tokens: int) -> dict:
     import torch
     from transformers.generation.streamers import BaseStreamer
 
@@ -77,7 +77,7 @@ def run_locked_generate(model, prompts: list[list[int]], new_tokens: int) -> dic
             self.times: list[float] = []
             self.prompt_seen = False
 
-        def put(self, value):  # noqa: ANN001
+        def put(self, value):
             if self.prompt_seen:
                 self.times.append(time.perf_counter())
             self.prompt_seen = True

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatbot.config import load_settings  # noqa: E402
-from chatbot.embeddings import embedder_name, make_embeddings  # noqa: E402
-from chatbot.ingest import read_document  # noqa: E402
-from chatbot.kb import KnowledgeBase, Upload  # noqa: E402
-from tests.files import mixed_corpus  # noqa: E402
+from chatbot.config import load_settings
+from chatbot.embeddings import embedder_name, make_embeddings
+from chatbot.ingest import read_document
+from chatbot.kb import KnowledgeBase, Upload
+from tests.files import mixed_corpus
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
         print(f"embedder alone, {name}: {rate:.1f} chunks/s")
 
 
-def _rate(fn, n: int) -> float:  # noqa: ANN001
+def _rate(fn, n: int) -> float:
     started = time.perf_counter()
     fn()
     return n / (time.perf_counter() - started)

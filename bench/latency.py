@@ -60,7 +60,8 @@ def main() -> None:
 
 def run(settings, repeats: int) -> None:
     from chatbot.embeddings import make_embeddings
-    from chatbot.index import KnowledgeIndex, build_index
+    from chatbot.index import KnowledgeIndex
+    from chatbot.kb import KnowledgeBase
     from chatbot.llm import make_chat_model
     from chatbot.runtime import build_dialogue_manager
 
@@ -68,7 +69,7 @@ def run(settings, repeats: int) -> None:
     embedder = make_embeddings(settings.embeddings)
     print(f"load embedder ({settings.embeddings.backend}): {1000 * (time.perf_counter() - t):.0f} ms")
     t = time.perf_counter()
-    index = build_index(settings.knowledge_dir, settings.index_dir, embedder)
+    index = KnowledgeBase(settings, embedder).open()
     print(f"build index from knowledge/: {time.perf_counter() - t:.1f} s for {len(index.chunks)} chunks")
     t = time.perf_counter()
     KnowledgeIndex.load(settings.index_dir)

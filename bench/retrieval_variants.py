@@ -14,8 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatbot.config import load_settings  # noqa: E402
-from chatbot.evaluation import evaluate_index, load_knowledge, load_queries, prepare_index  # noqa: E402
+from chatbot.config import load_settings
+from chatbot.evaluation import (
+    evaluate_index,
+    load_knowledge,
+    load_queries,
+    prepare_index,
+)
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "dstc11"
 VARIANTS = {

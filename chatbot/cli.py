@@ -97,7 +97,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _knowledge_base(settings: Settings, progress: bool = False):  # noqa: ANN202
+def _knowledge_base(settings: Settings, progress: bool = False):
     """The knowledge base, made ready first (built from the knowledge folder on a new data dir)."""
     from chatbot.embeddings import make_embeddings
     from chatbot.kb import KnowledgeBase
@@ -167,7 +167,7 @@ def _kb_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.refused or index.manifest.get("refused") else 0
 
 
-def _progress_printer(show: bool):  # noqa: ANN202
+def _progress_printer(show: bool):
     """A progress callback drawing a tqdm bar on stderr once work starts (none when `show` is false)."""
     if not show:
         return None

@@ -32,7 +32,7 @@ class BatchedEngine:
 
     def __init__(
         self,
-        model,  # noqa: ANN001 - a transformers PreTrainedModel
+        model,
         *,
         eos_token_ids: list[int],
         pad_token_id: int,
@@ -113,5 +113,5 @@ class BatchedEngine:
                 raise ModelBusyError(f"the model is serving {self._in_flight} requests, its limit (llm.max_requests); try again shortly")
             self._in_flight += 1
 
-    async def _register(self, request_id: str, callback) -> None:  # noqa: ANN001
+    async def _register(self, request_id: str, callback) -> None:
         self._manager.register_result_handler(request_id, callback)

@@ -127,7 +127,7 @@ def run_eval(settings: Settings, knowledge: Path, query_files: list[Path], limit
     return evaluate_index(settings, index, embedder, queries, progress)
 
 
-def prepare_index(settings: Settings, chunks: list[Document], progress: bool = True):  # noqa: ANN201
+def prepare_index(settings: Settings, chunks: list[Document], progress: bool = True):
     """A temporary index of `chunks` with the configured embedder, and the embedder."""
     from chatbot.embeddings import embedder_name, make_embeddings
     from chatbot.index import KnowledgeIndex
@@ -137,7 +137,7 @@ def prepare_index(settings: Settings, chunks: list[Document], progress: bool = T
     return KnowledgeIndex.build(chunks, embedder, vectors=vectors), embedder
 
 
-def evaluate_index(settings: Settings, index, embedder, queries: list[Query], progress: bool = True) -> dict:  # noqa: ANN001
+def evaluate_index(settings: Settings, index, embedder, queries: list[Query], progress: bool = True) -> dict:
     """Run `queries` through the chat's retrieval and decision code over `index`; the report."""
     from tqdm import tqdm
 
@@ -164,7 +164,7 @@ def evaluate_index(settings: Settings, index, embedder, queries: list[Query], pr
     return report
 
 
-def _cached_passage_vectors(settings: Settings, embedder, name: str, chunks: list[Document], progress: bool) -> np.ndarray:  # noqa: ANN001
+def _cached_passage_vectors(settings: Settings, embedder, name: str, chunks: list[Document], progress: bool) -> np.ndarray:
     from tqdm import tqdm
 
     digest = hashlib.sha256(name.encode())

@@ -35,7 +35,7 @@ MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 MAX_ZIP_RATIO = 100
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # our own error says what is wrong and what to do
-_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
 
 class IngestError(ChatbotError, ValueError):
@@ -184,10 +184,16 @@ def faq_rows(name: str, header: list[str], rows: list[list[str]]) -> list[Part]:
         raise IngestError(f"{name}: no question/answer columns (found: {found}); name them 'question' and 'answer' (or '问题' and '答案')")
     parts = []
     for row in rows:
-        cell = lambda i: str(row[i]).strip() if i is not None and i < len(row) and row[i] is not None else ""  # noqa: E731
-        if cell(question) and cell(answer):
-            parts.append(Part(cell(answer), [], question=cell(question), category=cell(category)))
+        q, a = _cell(row, question), _cell(row, answer)
+        if q and a:
+            parts.append(Part(a, [], question=q, category=_cell(row, category)))
     return parts
+
+
+def _cell(row: list, column: int | None) -> str:
+    if column is None or column >= len(row) or row[column] is None:
+        return ""
+    return str(row[column]).strip()
 
 
 def _read_csv(name: str, data: bytes, title: str) -> tuple[str, list[Part]]:

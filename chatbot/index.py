@@ -15,7 +15,6 @@ The stored passage and FAQ-question vectors are kept, so an update embeds only t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ class Hit:
 class KnowledgeIndex:
     """Passages and FAQ questions, searchable by embedding. Build with `build`, persist with `save`."""
 
-    def __init__(self, chunks: list[Document], passages, questions, bm25, manifest: dict):  # noqa: ANN001
+    def __init__(self, chunks: list[Document], passages, questions, bm25, manifest: dict):
         self.chunks = chunks
         self._passages = passages
         self._questions = questions
@@ -132,7 +131,7 @@ class KnowledgeIndex:
         row = self._faq_rows[int(rows[0][0])]
         return Hit(self.chunks[row], float(scores[0][0]), row)
 
-    def save(self, index_dir: Path, checkpoint=lambda name: None) -> Path:  # noqa: ANN001
+    def save(self, index_dir: Path, checkpoint=lambda name: None) -> Path:
         """Write this version beside the others and make it the live one. Call it with the
         writer's lock held (`kb.py`); `checkpoint` is called between the steps (crash tests)."""
         import faiss
@@ -192,7 +191,7 @@ def current_version(index_dir: Path) -> str | None:
         return None
 
 
-def _bm25s():  # noqa: ANN202
+def _bm25s():
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # its import sets DEBUG: a line per build

@@ -19,7 +19,7 @@ from langchain_core.documents import Document
 from chatbot.formats import IngestError, Parsed, Part, parse
 from chatbot.language import detect_language
 
-__all__ = ["IngestError", "MAX_SECTION_CHARS", "chunk", "document_id", "read_document"]
+__all__ = ["MAX_SECTION_CHARS", "IngestError", "chunk", "document_id", "read_document"]
 MAX_SECTION_CHARS = 1200
 
 

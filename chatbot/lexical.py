@@ -13,11 +13,9 @@ from functools import lru_cache
 _LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _STOPWORDS = frozenset(
-    """a an and are as at be been but by can could did do does for from had has have how i if in into is it its
-    me my no not of on or our please so that the their them there these they this to us was we were what when
-    where which who why will with would you your 's""".split()
+    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "please", "so", "that", "the", "their", "them", "there", "these", "they", "this", "to", "us", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your", "'s"]
 )
-_ZH_STOPWORDS = frozenset("的 了 吗 呢 吧 啊 是 我 你 您 们 在 和 与 或 可以 能 怎么 如何 什么 多少 有 没有 要 会 请 问".split())
+_ZH_STOPWORDS = frozenset(["的", "了", "吗", "呢", "吧", "啊", "是", "我", "你", "您", "们", "在", "和", "与", "或", "可以", "能", "怎么", "如何", "什么", "多少", "有", "没有", "要", "会", "请", "问"])
 
 
 @lru_cache(maxsize=1)

@@ -164,7 +164,11 @@ class TransformersChatModel:
 
     def _stream_solo(self, messages: list[Message], max_new_tokens: int | None) -> Iterator[str]:
         """One `generate` call per request, in its own thread, with its own streamer and stop flag."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import (
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextIteratorStreamer,
+        )
 
         inputs = self._tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True

@@ -35,10 +35,10 @@ def report_markdown(report: Report) -> str:
     """What an upload, removal or rebuild did, for the admin to read."""
     lines = []
     for label, docs in (("Added", report.added), ("Replaced", report.replaced), ("Removed", report.removed)):
-        lines += [f"- **{label}** {d['name']} ({d['chunks']} chunks)" for d in docs]
+        lines += [f"- **{label}** {d['name']} ({_chunks(d['chunks'])})" for d in docs]
     lines += [f"- **Unchanged** {name}: already in the knowledge base" for name in report.unchanged]
     lines += [f"- **Refused** {error}" for error in report.refused]
-    lines.append(f"\nIndex version `{report.version}` is live ({report.embedded_chunks} chunks embedded in {report.seconds:.1f} s).")
+    lines.append(f"\nIndex version `{report.version}` is live ({_chunks(report.embedded_chunks)} embedded in {report.seconds:.1f} s).")
     return "\n".join(lines)
 
 
@@ -48,15 +48,15 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher) -> gr.Blocks:
     def choices(rows: list[list]) -> gr.Dropdown:
         return gr.Dropdown(choices=[(f"{r[1]} · {r[0]}", r[0]) for r in rows if r[0]], value=None)
 
-    def refresh():  # noqa: ANN202
+    def refresh():
         rows, summary = document_rows(kb)
         return rows, summary, choices(rows)
 
-    def after(report: Report):  # noqa: ANN202
+    def after(report: Report):
         watcher.refresh()
         return report_markdown(report), *refresh()
 
-    def upload(files: list[str] | None, progress=gr.Progress()):  # noqa: ANN001, ANN202, B008
+    def upload(files: list[str] | None, progress=gr.Progress()):  # noqa: B008
         if not files:
             raise gr.Error("Choose one or more files first.")
         uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files]
@@ -67,7 +67,7 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher) -> gr.Blocks:
             raise gr.Error(str(e)) from e
         return None, *after(report)
 
-    def remove(doc_id: str | None):  # noqa: ANN202
+    def remove(doc_id: str | None):
         if not doc_id:
             raise gr.Error("Choose the document to remove first.")
         try:
@@ -75,7 +75,7 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher) -> gr.Blocks:
         except ChatbotError as e:
             raise gr.Error(str(e)) from e
 
-    def rebuild(progress=gr.Progress()):  # noqa: ANN001, ANN202, B008
+    def rebuild(progress=gr.Progress()):  # noqa: B008
         try:
             return after(kb.rebuild(progress=lambda fraction, text: progress(fraction, desc=text)))
         except ChatbotError as e:
@@ -103,6 +103,10 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher) -> gr.Blocks:
         rebuild_button.click(rebuild, outputs=outputs, concurrency_id="kb", concurrency_limit=1)
         ui.load(refresh, outputs=[table, summary, chosen])
     return ui
+
+
+def _chunks(n: int) -> str:
+    return f"{n} chunk" if n == 1 else f"{n} chunks"
 
 
 def _size(n: int) -> str:

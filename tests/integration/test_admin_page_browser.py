@@ -51,7 +51,7 @@ def test_an_admin_signs_in_uploads_a_batch_sees_each_outcome_and_removes_a_docum
     next(b for b in browser.find_elements(By.TAG_NAME, "button") if "Add to the knowledge base" in b.text).click()
     WebDriverWait(browser, 180, poll_frequency=0.3).until(lambda d: "is live" in _text(d))
     page = _text(browser)
-    assert "Added seed-kits.csv (1 chunks)" in page and "Added lamp-manual.pdf (1 chunks)" in page
+    assert "Added seed-kits.csv (1 chunk)" in page and "Added lamp-manual.pdf (1 chunk)" in page
     assert "Refused scanned-invoice.pdf: no text could be extracted from its 2 page(s); it looks scanned" in page
     assert "indexed (upload)" in page
     shot_dir = Path(os.environ.get("KEFU_SCREENSHOT_DIR", tmp_path))

@@ -30,7 +30,7 @@ def _ask_server(url: str, question: str) -> str:
     return str(Client(url, verbose=False).predict(question, [], api_name="/chat")[1][-1]["content"])
 
 
-def _wait_for(predicate, timeout: float = 20.0, every: float = 0.5):  # noqa: ANN001, ANN202
+def _wait_for(predicate, timeout: float = 20.0, every: float = 0.5):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -4,7 +4,7 @@ their sections, pages are kept, and each bad file is refused with its name and w
 import pytest
 
 from chatbot import ingest
-from chatbot.ingest import IngestError, read_document
+from chatbot.ingest import read_document
 from chatbot.language import detect_language
 from tests import files
 

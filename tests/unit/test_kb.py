@@ -17,7 +17,7 @@ from chatbot.retrieval import Retriever
 from tests import files
 
 GIFT = Upload("gift-cards.csv", b"question,answer\nDo you sell paper gift vouchers?,Yes: paper vouchers from 10 to 200 euros.\n")
-HOURS = Upload("hours.md", "# Shop hours\n\nThe Lisbon showroom opens from 9 to 18 on weekdays.\n".encode())
+HOURS = Upload("hours.md", b"# Shop hours\n\nThe Lisbon showroom opens from 9 to 18 on weekdays.\n")
 GOOD = [Upload("care.docx", files.docx("Care guide", {"Watering": "Water the fern weekly."})), Upload("lamp.json", files.faq_json([("Does the moon lamp dim?", "Yes, in five steps.")]))]
 
 
