@@ -1,4 +1,4 @@
-"""The `chatbot` command: `serve`, `kb add|list|remove|rebuild`, `ask`, `eval`.
+"""The `chatbot` command: `serve`, `kb add|list|remove|rebuild`, `sitekey add|list|remove`, `ask`, `eval`.
 
 Errors Kefu raises on purpose print one line (`error: ...`) and exit with status 2.
 """
@@ -55,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     remove.set_defaults(run=_kb_remove)
     rebuild = kb_commands.add_parser("rebuild", help="re-read, re-chunk and re-embed every document")
     rebuild.set_defaults(run=_kb_rebuild)
+
+    sitekey = commands.add_parser("sitekey", help="site keys: what a website's widget tag carries, with its allowed origins")
+    sitekey_commands = sitekey.add_subparsers(dest="sitekey_command", required=True)
+    sitekey_add = sitekey_commands.add_parser("add", help="create a site key and print it")
+    sitekey_add.add_argument("name", help="the website's name")
+    sitekey_add.add_argument("--origin", action="append", required=True, help="an allowed origin, e.g. https://shop.example.com (repeat for several)")
+    sitekey_add.set_defaults(run=_sitekey_add)
+    sitekey_list = sitekey_commands.add_parser("list", help="list the site keys")
+    sitekey_list.set_defaults(run=_sitekey_list)
+    sitekey_remove = sitekey_commands.add_parser("remove", help="delete a site key: widgets using it stop working")
+    sitekey_remove.add_argument("key")
+    sitekey_remove.set_defaults(run=_sitekey_remove)
 
     ask = commands.add_parser("ask", help="answer one question and print the answer")
     ask.add_argument("question")
@@ -184,6 +196,33 @@ def _progress_printer(show: bool):
             bars[0].close()
 
     return progress
+
+
+def _store(settings: Settings):  # noqa: ANN202
+    from chatbot.store import Store, database_url
+
+    return Store(database_url(settings.database.url, settings.data_dir))
+
+
+def _sitekey_add(settings: Settings, args: argparse.Namespace) -> int:
+    site = _store(settings).create_site_key(args.name, args.origin)
+    print(site.key)
+    print(f"allowed origins: {' '.join(site.origins)}", file=sys.stderr)
+    print(f'embed: <script src="http://{settings.server.host}:{settings.server.port}/widget.js" data-site-key="{site.key}" async></script>', file=sys.stderr)
+    return 0
+
+
+def _sitekey_list(settings: Settings, args: argparse.Namespace) -> int:
+    for site in _store(settings).site_keys():
+        print(f"{site.key}  {site.name}  {' '.join(site.origins)}")
+    return 0
+
+
+def _sitekey_remove(settings: Settings, args: argparse.Namespace) -> int:
+    if not _store(settings).delete_site_key(args.key):
+        raise UserError(f"no site key '{args.key}'; `chatbot sitekey list` shows them")
+    print(f"deleted {args.key}")
+    return 0
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:

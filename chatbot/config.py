@@ -108,6 +108,27 @@ class AdminSettings(_Section):
     password: str = ""
 
 
+class DatabaseSettings(_Section):
+    # Empty: a SQLite file under the data dir. Else a SQLAlchemy URL, e.g. postgresql+psycopg://user@host/kefu
+    # (the password from the environment: CHATBOT_DATABASE_URL).
+    url: str = ""
+
+
+class SecuritySettings(_Section):
+    # Signs visitor tokens. Empty: a random key generated once into <data_dir>/secret_key (mode 600).
+    # Set it from the environment (CHATBOT_SECURITY_SECRET_KEY), never in a file in the repository.
+    secret_key: str = ""
+    token_ttl_s: int = Field(3600, ge=60, le=7 * 86400)
+    visitor_per_minute: int = Field(20, ge=1, le=10000, description="messages a visitor may send a minute")
+    site_per_minute: int = Field(600, ge=1, le=1000000, description="messages all visitors of one site key may send a minute")
+    sessions_per_minute: int = Field(30, ge=1, le=100000, description="new visitor tokens one client address may get a minute")
+
+
+class HandoffSettings(_Section):
+    webhook_url: str = ""  # receives a JSON notice of each handoff (POST); empty = none
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+
+
 class Settings(_Section):
     profile: str = "default"
     data_dir: Path = PROJECT_ROOT / "data"
@@ -120,6 +141,9 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
     admin: AdminSettings = AdminSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    security: SecuritySettings = SecuritySettings()
+    handoff: HandoffSettings = HandoffSettings()
 
     @property
     def index_dir(self) -> Path:

@@ -36,12 +36,16 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
 
 
 class IndexWatcher:
-    """Keeps a manager on the live index version: every `kb.reload_interval_s` it looks at the
-    version pointer, and loads a version another process (`chatbot kb ...`) made live."""
+    """Keeps a manager on the live index version, made by this process or another (`chatbot kb`).
+
+    The web layer calls `refresh` before each turn (one small file read), so a turn that starts after
+    a removal returned never sees the removed document; a background thread also looks every
+    `kb.reload_interval_s`, so an idle server is up to date too."""
 
     def __init__(self, kb: KnowledgeBase, manager: DialogueManager) -> None:
         self.kb = kb
         self.manager = manager
+        self._loading = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="index-watcher", daemon=True)
 
@@ -57,8 +61,11 @@ class IndexWatcher:
         version = current_version(self.kb.index_dir)
         if version is None or version == self.manager.retriever.index.version:
             return False
-        index = self.kb.live()
-        self.manager.use_index(index)
+        with self._loading:  # one loader; turns arriving meanwhile wait for it, then use the new version
+            if self.manager.retriever.index.version == current_version(self.kb.index_dir):
+                return False
+            index = self.kb.live()
+            self.manager.use_index(index)
         log.info("now answering from index %s (%d chunks)", index.version, len(index.chunks))
         return True
 

@@ -1,16 +1,24 @@
-"""The web app: FastAPI with the Gradio chat page mounted at `/`, the admin page at `/admin` (when
-an admin password is set) and a health check at `/healthz`."""
+"""The web app: FastAPI with the API for websites at `/api` and the widget at `/widget.js`, the
+Gradio chat page mounted at `/`, the admin page at `/admin` (when an admin password is set) and a
+health check at `/healthz`; OpenAPI at `/openapi.json`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from chatbot import __version__
 from chatbot.dialogue import DialogueManager
 from chatbot.runtime import IndexWatcher
+from chatbot.store import Store, database_url
+from chatbot.web.api import add_api
 from chatbot.web.chat_ui import build_chat_ui
+from chatbot.web.security import Tokens, load_secret
+
+WIDGET = Path(__file__).with_name("static") / "widget.js"
 
 ADMIN_OFF = """<!doctype html><html><head><meta charset="utf-8"><title>Kefu admin is off</title></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
@@ -23,9 +31,16 @@ Documents can also be managed from the command line: <code>chatbot kb add|list|r
 
 
 def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) -> FastAPI:
-    """The ASGI app serving one dialogue manager; with a `watcher`, also the admin page."""
+    """The ASGI app serving one dialogue manager: the API and widget, the chat page, and with a
+    `watcher` (which follows new knowledge versions) the admin page."""
     app = FastAPI(title="Kefu", version=__version__)
     settings = manager.settings
+    store = Store(database_url(settings.database.url, settings.data_dir))
+    add_api(app, manager, store, Tokens(load_secret(settings.security.secret_key, settings.data_dir), settings.security.token_ttl_s))
+
+    @app.get("/widget.js", include_in_schema=False)
+    def widget() -> FileResponse:
+        return FileResponse(WIDGET, media_type="text/javascript", headers={"Cache-Control": "public, max-age=300"})
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -36,7 +51,7 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
         if settings.admin.password:
             from chatbot.web.admin import build_admin_ui
 
-            admin = build_admin_ui(watcher.kb, watcher)
+            admin = build_admin_ui(watcher.kb, watcher, store)
             admin.queue(default_concurrency_limit=2)
             # Gradio refuses far larger files itself; those just over the limit get Kefu's own message.
             limit = int(2 * settings.kb.max_file_mb * 2**20)
@@ -48,6 +63,6 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
             def admin_off() -> str:
                 return ADMIN_OFF
 
-    ui = build_chat_ui(manager, settings.server.concurrency_limit)
+    ui = build_chat_ui(manager, settings.server.concurrency_limit, watcher.refresh if watcher else lambda: None)
     ui.queue(default_concurrency_limit=settings.server.concurrency_limit)
     return gr.mount_gradio_app(app, ui, path="/", footer_links=["api"])

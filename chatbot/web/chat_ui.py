@@ -8,7 +8,7 @@ sources footer); nothing per user lives on the shared manager.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 
@@ -48,12 +48,14 @@ def sources_footer(reply: Reply) -> str:
     return "\n".join(lines)
 
 
-def build_chat_ui(manager: DialogueManager, concurrency_limit: int) -> gr.Blocks:
-    """The chat page. `concurrency_limit` chat events run at once (Gradio's default is 1)."""
+def build_chat_ui(manager: DialogueManager, concurrency_limit: int, before_turn: Callable[[], object] = lambda: None) -> gr.Blocks:
+    """The chat page. `concurrency_limit` chat events run at once (Gradio's default is 1);
+    `before_turn` runs before each answer (moving onto a new index version)."""
 
     def respond(message: str, chat: list[dict], conversation: list[dict]) -> Iterator[tuple[str, list[dict], list[dict]]]:
         chat = [*chat, {"role": "user", "content": message}]
         try:
+            before_turn()
             reply = manager.respond(message, conversation)
         except UserError as e:
             yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation

@@ -1,0 +1,229 @@
+"""The conversation store (SQLAlchemy): site keys, conversations, every message with its mode,
+sources and timings, feedback, and handoffs. SQLite under the data dir by default (WAL mode, a
+commit per write, so a killed server loses no stored turn); PostgreSQL by `database.url`.
+
+A customer's question is stored before it is answered, and the answer when it is finished; an
+agent's reply (handoff) is a message with the role `agent`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from chatbot.errors import UserError
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SiteKey(Base):
+    __tablename__ = "site_keys"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    origins: Mapped[list] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    site_key: Mapped[str] = mapped_column(String(64), index=True)
+    visitor: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="bot")  # bot | handoff
+    created: Mapped[datetime] = mapped_column(default=_now, index=True)
+    updated: Mapped[datetime] = mapped_column(default=_now)
+    handed_off: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant | agent
+    content: Mapped[str] = mapped_column(Text)
+    mode: Mapped[str | None] = mapped_column(String(16), default=None)  # faq | generate | abstain | refused
+    lang: Mapped[str | None] = mapped_column(String(8), default=None)
+    sources: Mapped[list | None] = mapped_column(JSON, default=None)
+    timings: Mapped[dict | None] = mapped_column(JSON, default=None)
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    rating: Mapped[int] = mapped_column(Integer)  # +1 or -1
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
+def database_url(url: str, data_dir) -> str:  # noqa: ANN001
+    """The configured URL, or the SQLite file under the data dir."""
+    if url:
+        return url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'kefu.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection, _record) -> None:  # noqa: ANN001
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable when the process dies; fsync at checkpoints
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Every conversation and its messages; thread-safe (a session per call)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # --- site keys -------------------------------------------------------------------------------
+
+    def create_site_key(self, name: str, origins: list[str]) -> SiteKey:
+        origins = [normalise_origin(o) for o in origins]
+        if not origins:
+            raise UserError("a site key needs at least one allowed origin, e.g. https://shop.example.com")
+        site = SiteKey(key="sk_" + secrets.token_urlsafe(18), name=name, origins=origins)
+        with self._session() as s:
+            s.add(site)
+        return site
+
+    def site_keys(self) -> list[SiteKey]:
+        with self._session() as s:
+            return list(s.scalars(select(SiteKey).order_by(SiteKey.created)))
+
+    def site_key(self, key: str) -> SiteKey | None:
+        with self._session() as s:
+            return s.get(SiteKey, key)
+
+    def delete_site_key(self, key: str) -> bool:
+        with self._session() as s:
+            site = s.get(SiteKey, key)
+            if site is not None:
+                s.delete(site)
+            return site is not None
+
+    # --- conversations ---------------------------------------------------------------------------
+
+    def create_conversation(self, site_key: str, visitor: str) -> Conversation:
+        conversation = Conversation(site_key=site_key, visitor=visitor)
+        with self._session() as s:
+            s.add(conversation)
+        return conversation
+
+    def conversation(self, conversation_id: str) -> Conversation | None:
+        with self._session() as s:
+            return s.get(Conversation, conversation_id)
+
+    def messages(self, conversation_id: str, after: int = 0) -> list[Message]:
+        with self._session() as s:
+            query = select(Message).where(Message.conversation_id == conversation_id, Message.id > after).order_by(Message.id)
+            return list(s.scalars(query))
+
+    def add_message(self, conversation_id: str, role: str, content: str, **fields: Any) -> Message:
+        message = Message(conversation_id=conversation_id, role=role, content=content, **fields)
+        with self._session() as s:
+            s.add(message)
+            conversation = s.get(Conversation, conversation_id)
+            if conversation is not None:
+                conversation.updated = _now()
+        return message
+
+    def set_status(self, conversation_id: str, status: str) -> Conversation:
+        with self._session() as s:
+            conversation = s.get(Conversation, conversation_id)
+            if conversation is None:
+                raise UserError(f"no conversation {conversation_id}")
+            conversation.status = status
+            conversation.updated = _now()
+            if status == "handoff":
+                conversation.handed_off = _now()
+            return conversation
+
+    def add_feedback(self, conversation_id: str, message_id: int, rating: int, comment: str = "") -> Feedback:
+        with self._session() as s:
+            message = s.get(Message, message_id)
+            if message is None or message.conversation_id != conversation_id or message.role != "assistant":
+                raise UserError("feedback needs the id of an answer in this conversation")
+            feedback = Feedback(conversation_id=conversation_id, message_id=message_id, rating=rating, comment=comment[:2000])
+            s.add(feedback)
+        return feedback
+
+    # --- the admin's views ---------------------------------------------------------------------------
+
+    def list_conversations(self, only: str = "all", limit: int = 200) -> list[dict]:
+        """Newest first, with counts; `only`: all | abstained | handoff | thumbs_down."""
+        with self._session() as s:
+            query = select(Conversation).order_by(Conversation.updated.desc()).limit(limit)
+            if only == "handoff":
+                query = query.where(Conversation.status == "handoff")
+            elif only == "abstained":
+                query = query.where(Conversation.id.in_(select(Message.conversation_id).where(Message.mode == "abstain")))
+            elif only == "thumbs_down":
+                query = query.where(Conversation.id.in_(select(Feedback.conversation_id).where(Feedback.rating < 0)))
+            rows = []
+            for c in s.scalars(query):
+                first = s.scalars(select(Message.content).where(Message.conversation_id == c.id, Message.role == "user").order_by(Message.id).limit(1)).first()
+                count = s.scalar(select(func.count()).select_from(Message).where(Message.conversation_id == c.id))
+                rows.append({"id": c.id, "status": c.status, "updated": c.updated, "messages": count, "first": first or "", "site_key": c.site_key})
+            return rows
+
+    def daily_counts(self, days: int = 30) -> list[dict]:
+        """Per day: conversations started, answers given, abstains, handoffs."""
+        since = _now() - timedelta(days=days)
+        counts: dict[date, dict] = {}
+
+        def bump(day: datetime, key: str) -> None:
+            row = counts.setdefault(day.date(), {"day": day.date().isoformat(), "conversations": 0, "answered": 0, "abstained": 0, "handed off": 0})
+            row[key] += 1
+
+        with self._session() as s:
+            for (created,) in s.execute(select(Conversation.created).where(Conversation.created >= since)):
+                bump(created, "conversations")
+            for created, mode in s.execute(select(Message.created, Message.mode).where(Message.created >= since, Message.role == "assistant")):
+                bump(created, "abstained" if mode == "abstain" else "answered")
+            for (handed,) in s.execute(select(Conversation.handed_off).where(Conversation.handed_off.is_not(None), Conversation.handed_off >= since)):
+                bump(handed, "handed off")
+        return [counts[d] for d in sorted(counts)]
+
+
+def normalise_origin(origin: str) -> str:
+    """`https://Shop.example.com/` -> `https://shop.example.com`; an origin is scheme://host[:port]."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise UserError(f"'{origin}' is not an origin; write it as scheme://host[:port], e.g. https://shop.example.com")
+    return f"{parts.scheme}://{parts.netloc.lower()}"

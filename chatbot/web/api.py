@@ -1,0 +1,259 @@
+"""The public API the widget (and any website) uses, under `/api`.
+
+    POST /api/session                         {site_key, visitor?} -> {token, visitor, expires_in}
+    POST /api/conversations                   -> {id, status}
+    GET  /api/conversations/{id}?after=N      -> {id, status, messages: [...]}
+    POST /api/conversations/{id}/messages     {content} -> Server-Sent Events: token*, then done
+                                              (or handoff / queued while a person has the conversation)
+    POST /api/conversations/{id}/feedback     {message_id, rating: up|down, comment?}
+    POST /api/conversations/{id}/handoff      -> {status: handoff}
+
+Every call must come from an origin on its site key's allow-list (the `Origin` header, checked on
+the server: 403 otherwise); all but `/api/session` carry the visitor's token (`Authorization:
+Bearer ...`), valid for one site key and visitor until it expires. Messages are rate-limited per
+visitor and per site key (429 with `Retry-After`). Errors are JSON: `{"error": "what to do"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Literal
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from chatbot.dialogue import DialogueManager
+from chatbot.errors import UserError
+from chatbot.language import detect_language
+from chatbot.store import Conversation, Store
+from chatbot.web.security import RateLimiter, Tokens, TokenError, Visitor
+
+log = logging.getLogger(__name__)
+# A customer asking for a person, in English or Chinese.
+HANDOFF_REQUEST = re.compile(
+    r"\b(talk|speak|chat|connect me)\b.{0,20}\b(human|person|agent|someone|representative|staff)\b|\b(real|live) (person|agent|human)\b"
+    r"|^\s*(human|agent|operator)\s*[.!?]*\s*$|转人工|人工客服|真人|找人工|人工服务",
+    re.IGNORECASE,
+)
+_VISITOR = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class SessionRequest(BaseModel):
+    site_key: str = Field(max_length=64)
+    visitor: str | None = Field(None, max_length=64)
+
+
+class MessageRequest(BaseModel):
+    content: str = Field(max_length=100_000)
+
+
+class FeedbackRequest(BaseModel):
+    message_id: int
+    rating: Literal["up", "down"]
+    comment: str = Field("", max_length=2000)
+
+
+def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens) -> None:
+    """Mount the API, its CORS handling and its error replies on `app`."""
+    settings = manager.settings
+    per_visitor = RateLimiter(settings.security.visitor_per_minute)
+    per_site = RateLimiter(settings.security.site_per_minute)
+    per_address = RateLimiter(settings.security.sessions_per_minute)
+    router = APIRouter(prefix="/api")
+
+    def allowed_origins(site_key: str) -> set[str]:
+        site = store.site_key(site_key)
+        return set(site.origins) if site else set()
+
+    def any_site_allows(origin: str) -> bool:
+        return any(origin in site.origins for site in store.site_keys())
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+    @app.middleware("http")
+    async def cors(request: Request, call_next):  # noqa: ANN001, ANN202
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)
+        origin = request.headers.get("origin", "")
+        allowed = bool(origin) and any_site_allows(origin)
+        if request.method == "OPTIONS":
+            response = Response(status_code=204 if allowed else 403)
+        elif not allowed:
+            return JSONResponse({"error": _origin_refusal(origin)}, status_code=403)
+        else:
+            response = await call_next(request)
+        if allowed:
+            response.headers.update({
+                "Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600",
+            })
+        return response
+
+    def visitor(request: Request) -> Visitor:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise ApiError(401, "no visitor token: get one from POST /api/session and send it as 'Authorization: Bearer <token>'")
+        try:
+            who = tokens.verify(header[7:].strip())
+        except TokenError as e:
+            raise ApiError(401, f"{e}; get a new token from POST /api/session") from e
+        origin = request.headers.get("origin", "")
+        if origin not in allowed_origins(who.site_key):
+            raise ApiError(403, _origin_refusal(origin))
+        return who
+
+    def own(conversation_id: str, who: Visitor) -> Conversation:
+        conversation = store.conversation(conversation_id)
+        if conversation is None or conversation.visitor != who.visitor or conversation.site_key != who.site_key:
+            raise ApiError(404, "no such conversation for this visitor; start one with POST /api/conversations")
+        return conversation
+
+    @router.post("/session")
+    def session(body: SessionRequest, request: Request) -> dict:
+        """A visitor token for a site key, from an origin on its allow-list."""
+        origin = request.headers.get("origin", "")
+        if store.site_key(body.site_key) is None:
+            raise ApiError(403, "unknown site key; copy it from the admin page (Site keys)")
+        if origin not in allowed_origins(body.site_key):
+            raise ApiError(403, _origin_refusal(origin))
+        address = request.client.host if request.client else "?"
+        _limit(per_address, address, "new visitor sessions from this address")
+        name = body.visitor if body.visitor and _VISITOR.match(body.visitor) else secrets.token_urlsafe(16)
+        return {"token": tokens.issue(body.site_key, name), "visitor": name, "expires_in": tokens.ttl_s}
+
+    @router.post("/conversations")
+    def create_conversation(who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
+        conversation = store.create_conversation(who.site_key, who.visitor)
+        return {"id": conversation.id, "status": conversation.status}
+
+    @router.get("/conversations/{conversation_id}")
+    def get_conversation(conversation_id: str, after: int = 0, who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
+        conversation = own(conversation_id, who)
+        return {"id": conversation.id, "status": conversation.status, "messages": [_message(m) for m in store.messages(conversation.id, after)]}
+
+    @router.post("/conversations/{conversation_id}/messages")
+    def send_message(conversation_id: str, body: MessageRequest, who: Visitor = Depends(visitor)) -> StreamingResponse:  # noqa: B008
+        conversation = own(conversation_id, who)
+        _limit(per_visitor, who.visitor, "messages from you")
+        _limit(per_site, who.site_key, "messages to this website's assistant")
+        content = body.content.strip()
+        limit = settings.dialogue.max_message_chars
+        lang = detect_language(content)
+        if not content:
+            raise ApiError(422, manager.prompts.render("empty_message", lang=lang))
+        if len(content) > limit:
+            raise ApiError(413, manager.prompts.render("message_too_long", lang=lang, length=len(content), limit=limit))
+        history = _history(store, conversation.id)
+        question = store.add_message(conversation.id, "user", content, lang=lang)
+        if conversation.status == "handoff":
+            return _sse([("queued", {"status": "handoff", "message_id": question.id})])
+        if HANDOFF_REQUEST.search(content):
+            return _sse(_hand_off(conversation, lang, question.id))
+        return StreamingResponse(_answer(conversation.id, content, history, question.id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    def _answer(conversation_id: str, content: str, history: list[dict], question_id: int) -> Iterator[str]:
+        try:
+            reply = manager.respond(content, history)
+        except UserError as e:
+            stored = store.add_message(conversation_id, "assistant", str(e), mode="refused")
+            yield _event("token", {"text": str(e)})
+            yield _event("done", {"message_id": stored.id, "question_id": question_id, "mode": "refused", "sources": []})
+            return
+        sources = [s.as_dict() for s in reply.sources]
+        complete = False
+        try:
+            for piece in reply:
+                yield _event("token", {"text": piece})
+            complete = True
+        finally:  # stored even when the reader went away mid-answer (what it was sent, marked cut)
+            text = reply.text.strip() if complete else reply.text.strip() + " …"
+            stored = store.add_message(conversation_id, "assistant", text, mode=reply.mode, lang=reply.lang, sources=sources, timings=reply.timings)
+        yield _event("done", {"message_id": stored.id, "question_id": question_id, "mode": reply.mode, "sources": sources, "offer_handoff": reply.mode == "abstain"})
+
+    def _hand_off(conversation: Conversation, lang: str, question_id: int | None = None) -> list[tuple[str, dict]]:
+        store.set_status(conversation.id, "handoff")
+        text = manager.prompts.render("handoff", lang=lang)
+        stored = store.add_message(conversation.id, "assistant", text, mode="handoff", lang=lang)
+        _notify(settings.handoff.webhook_url, settings.handoff.webhook_timeout_s, conversation)
+        return [("token", {"text": text}), ("done", {"message_id": stored.id, "question_id": question_id, "mode": "handoff", "sources": [], "status": "handoff"})]
+
+    @router.post("/conversations/{conversation_id}/handoff")
+    def handoff(conversation_id: str, who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
+        conversation = own(conversation_id, who)
+        if conversation.status != "handoff":
+            last = [m for m in store.messages(conversation.id) if m.role == "user"]
+            _hand_off(conversation, detect_language(last[-1].content) if last else "en")
+        return {"status": "handoff"}
+
+    @router.post("/conversations/{conversation_id}/feedback")
+    def feedback(conversation_id: str, body: FeedbackRequest, who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
+        conversation = own(conversation_id, who)
+        try:
+            store.add_feedback(conversation.id, body.message_id, 1 if body.rating == "up" else -1, body.comment)
+        except UserError as e:
+            raise ApiError(422, str(e)) from e
+        return {"ok": True}
+
+    app.include_router(router)
+
+
+def _origin_refusal(origin: str) -> str:
+    shown = origin or "no Origin header"
+    return f"origin not allowed ({shown}); an admin must add this website's origin to its site key"
+
+
+def _limit(limiter: RateLimiter, key: str, what: str) -> None:
+    wait = limiter.check(key)
+    if wait:
+        raise ApiError(429, f"too many {what}; try again in {wait:.0f} s", {"Retry-After": str(max(1, round(wait)))})
+
+
+def _history(store: Store, conversation_id: str) -> list[dict]:
+    """The conversation so far as chat messages (an agent's replies count as the assistant's)."""
+    return [
+        {"role": "user" if m.role == "user" else "assistant", "content": m.content}
+        for m in store.messages(conversation_id)
+        if m.mode not in ("refused", "handoff")
+    ]
+
+
+def _message(m) -> dict:  # noqa: ANN001
+    return {"id": m.id, "role": m.role, "content": m.content, "mode": m.mode, "sources": m.sources or [], "created": m.created.isoformat() + "Z"}
+
+
+def _event(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _sse(events: list[tuple[str, dict]]) -> StreamingResponse:
+    return StreamingResponse(iter([_event(n, d) for n, d in events]), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _notify(url: str, timeout: float, conversation: Conversation) -> None:
+    """POST the handoff notice to the webhook, in the background; a failure is logged, never raised."""
+    if not url:
+        return
+    notice = {"event": "handoff", "conversation_id": conversation.id, "site_key": conversation.site_key}
+
+    def send() -> None:
+        try:
+            httpx.post(url, json=notice, timeout=timeout).raise_for_status()
+        except httpx.HTTPError as e:
+            log.warning("handoff webhook %s failed: %s", url, e)
+
+    threading.Thread(target=send, name="handoff-webhook", daemon=True).start()

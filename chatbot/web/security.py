@@ -1,0 +1,106 @@
+"""Visitor tokens and rate limits for the public API.
+
+A token is `<payload>.<signature>`: the payload names the site key, the visitor and the expiry;
+the signature is HMAC-SHA256 with the server's secret (`security.secret_key` from the environment,
+else a random key kept in `<data_dir>/secret_key`, readable by its owner only). A token is valid
+only for its site key, until it expires, and only when unaltered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TokenError(Exception):
+    """A token that is missing, altered, expired or for another site."""
+
+
+@dataclass(frozen=True)
+class Visitor:
+    site_key: str
+    visitor: str
+    expires: int
+
+
+def load_secret(configured: str, data_dir: Path) -> bytes:
+    """The signing secret: configured, else one generated once and kept in the data dir."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "secret_key"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Tokens:
+    def __init__(self, secret: bytes, ttl_s: int) -> None:
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    def issue(self, site_key: str, visitor: str, now: float | None = None) -> str:
+        payload = _b64(json.dumps({"s": site_key, "v": visitor, "e": int((now or time.time()) + self.ttl_s)}, separators=(",", ":")).encode())
+        return f"{payload}.{self._sign(payload)}"
+
+    def verify(self, token: str, now: float | None = None) -> Visitor:
+        try:
+            payload, signature = token.split(".")
+        except ValueError as e:
+            raise TokenError("malformed token") from e
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            raise TokenError("the token's signature does not match")
+        try:
+            data = json.loads(_unb64(payload))
+            visitor = Visitor(str(data["s"]), str(data["v"]), int(data["e"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise TokenError("malformed token") from e
+        if visitor.expires < (now or time.time()):
+            raise TokenError("the token has expired")
+        return visitor
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+
+
+class RateLimiter:
+    """At most `per_minute` events per key in any 60-second window."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: str, now: float | None = None) -> float:
+        """0 when the event is allowed (and counted), else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            events = self._events.setdefault(key, deque())
+            while events and events[0] <= now - 60:
+                events.popleft()
+            if len(events) >= self.per_minute:
+                return max(0.1, events[0] + 60 - now)
+            events.append(now)
+            if len(self._events) > 100_000:  # forget idle keys
+                for stale in [k for k, v in self._events.items() if not v or v[-1] <= now - 60]:
+                    del self._events[stale]
+            return 0.0

@@ -1,0 +1,330 @@
+/* Kefu chat widget: one <script> tag, no build step.
+ *
+ *   <script src="https://kefu.example.com/widget.js" data-site-key="sk_..." async
+ *           data-title="Lumen & Leaf" data-greeting="Hi! Ask me anything." data-color="#2f6f4f"
+ *           data-lang="en" data-position="right"></script>
+ *
+ * A bubble opens a panel in a shadow root (the host page's styles do not reach it). Answers stream
+ * with their sources, thumbs up/down, and "talk to a person". The conversation is kept across
+ * page loads of the same site (localStorage). Every text is set with textContent, never as HTML.
+ */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script || window.__kefuWidget) return;
+  window.__kefuWidget = true;
+  var base = new URL(script.src).origin;
+  var cfg = {
+    siteKey: script.dataset.siteKey || "",
+    title: script.dataset.title || "Customer service",
+    greeting: script.dataset.greeting || "",
+    color: /^#[0-9a-fA-F]{3,8}$/.test(script.dataset.color || "") ? script.dataset.color : "#2f6f4f",
+    lang: script.dataset.lang || (navigator.language || "en").slice(0, 2),
+    position: script.dataset.position === "left" ? "left" : "right",
+  };
+  var zh = cfg.lang === "zh";
+  var T = {
+    open: zh ? "打开客服对话" : "Open chat", close: zh ? "关闭" : "Close", send: zh ? "发送" : "Send",
+    placeholder: zh ? "请输入您的问题…" : "Type your question…", person: zh ? "转人工" : "Talk to a person",
+    sources: zh ? "来源" : "Sources", up: zh ? "有帮助" : "Helpful", down: zh ? "没有帮助" : "Not helpful",
+    handoff: zh ? "已转人工，客服会在这里回复您。" : "A person from our team will reply here.",
+    agent: zh ? "客服" : "Agent", failed: zh ? "出错了，请稍后再试。" : "Something went wrong; please try again.",
+    thanks: zh ? "谢谢反馈！" : "Thanks for the feedback!",
+  };
+  var storeKey = "kefu:" + cfg.siteKey;
+  var state = load();
+  var lastId = 0;
+  var polling = null;
+  var busy = false;
+
+  function load() {
+    try { return JSON.parse(localStorage.getItem(storeKey)) || {}; } catch (e) { return {}; }
+  }
+  function save() {
+    try { localStorage.setItem(storeKey, JSON.stringify(state)); } catch (e) { /* private mode: this page only */ }
+  }
+
+  // --- the shadow DOM -------------------------------------------------------------------------
+  var host = document.createElement("div");
+  host.setAttribute("data-kefu", "");
+  document.body.appendChild(host);
+  var root = host.attachShadow({ mode: "open" });
+  var style = document.createElement("style");
+  style.textContent = [
+    ":host{all:initial}",
+    "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,'PingFang SC','Noto Sans CJK SC',sans-serif}",
+    ".bubble{position:fixed;bottom:20px;" + cfg.position + ":20px;width:56px;height:56px;border-radius:50%;border:0;background:" + cfg.color + ";color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483646}",
+    ".bubble:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #1a73e8;outline-offset:2px}",
+    ".panel{position:fixed;bottom:88px;" + cfg.position + ":20px;width:min(380px,calc(100vw - 16px));height:min(600px,calc(100vh - 110px));background:#fff;color:#1f2328;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.3);display:flex;flex-direction:column;overflow:hidden;z-index:2147483647}",
+    ".panel[hidden]{display:none}",
+    "@media (max-width:480px){.panel{inset:0;width:100vw;height:100vh;border-radius:0;bottom:0}}",
+    "header{background:" + cfg.color + ";color:#fff;padding:12px 14px;display:flex;align-items:center;justify-content:space-between;font-weight:600;font-size:16px}",
+    "header button{background:transparent;border:0;color:#fff;font-size:22px;cursor:pointer;line-height:1}",
+    ".log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;font-size:14px;line-height:1.45}",
+    ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}",
+    ".user{align-self:flex-end;background:" + cfg.color + ";color:#fff}",
+    ".assistant,.agent,.note{align-self:flex-start;background:#f0f2f4}",
+    ".agent{background:#fff4d6;border:1px solid #f0d48a}",
+    ".note{background:transparent;color:#57606a;font-size:12px;align-self:center}",
+    ".who{display:block;font-size:11px;font-weight:600;color:#8a6d00;margin-bottom:2px}",
+    ".sources{margin:6px 0 0;padding:6px 0 0 16px;border-top:1px solid #d0d7de;font-size:12px;color:#57606a}",
+    ".thumbs{display:flex;gap:6px;margin-top:4px}",
+    ".thumbs button{border:1px solid #d0d7de;background:#fff;border-radius:6px;cursor:pointer;font-size:13px;padding:1px 7px}",
+    ".thumbs button[aria-pressed=true]{background:#ddf4e4;border-color:#2f6f4f}",
+    "form{display:flex;gap:6px;padding:8px;border-top:1px solid #d0d7de}",
+    "textarea{flex:1;resize:none;border:1px solid #d0d7de;border-radius:8px;padding:8px;font-size:14px;min-height:40px;max-height:120px}",
+    ".send{background:" + cfg.color + ";color:#fff;border:0;border-radius:8px;padding:0 14px;cursor:pointer;font-size:14px}",
+    ".person{margin:0 8px 8px;background:#fff;border:1px solid " + cfg.color + ";color:" + cfg.color + ";border-radius:8px;padding:6px;cursor:pointer;font-size:13px}",
+  ].join("\n");
+  root.appendChild(style);
+
+  var bubble = el("button", "bubble", "💬");
+  bubble.type = "button";
+  bubble.setAttribute("aria-label", T.open);
+  bubble.setAttribute("aria-expanded", "false");
+  var panel = el("section", "panel");
+  panel.hidden = true;
+  panel.setAttribute("role", "dialog");
+  panel.setAttribute("aria-label", cfg.title);
+  var header = el("header");
+  var heading = el("span", "", cfg.title);
+  var closer = el("button", "", "×");
+  closer.type = "button";
+  closer.setAttribute("aria-label", T.close);
+  header.append(heading, closer);
+  var log = el("div", "log");
+  log.setAttribute("role", "log");
+  log.setAttribute("aria-live", "polite");
+  var form = el("form");
+  var box = el("textarea");
+  box.rows = 1;
+  box.placeholder = T.placeholder;
+  box.setAttribute("aria-label", T.placeholder);
+  box.maxLength = 2000;
+  var send = el("button", "send", T.send);
+  send.type = "submit";
+  form.append(box, send);
+  var person = el("button", "person", T.person);
+  person.type = "button";
+  panel.append(header, log, form, person);
+  root.append(bubble, panel);
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  // --- talking to the server -------------------------------------------------------------------
+  function api(path, options, retried) {
+    options = options || {};
+    var headers = { "Content-Type": "application/json" };
+    if (state.token) headers.Authorization = "Bearer " + state.token;
+    return fetch(base + "/api" + path, { method: options.method || "GET", headers: headers, body: options.body ? JSON.stringify(options.body) : undefined })
+      .then(function (response) {
+        if (response.status === 401 && !retried && path !== "/session") {
+          state.token = null;
+          return session().then(function () { return api(path, options, true); });
+        }
+        if (!response.ok) {
+          return response.json().catch(function () { return {}; }).then(function (body) {
+            var error = new Error(body.error || T.failed);
+            error.status = response.status;
+            throw error;
+          });
+        }
+        return response;
+      });
+  }
+
+  function session() {
+    if (state.token && state.expires > Date.now() / 1000 + 60) return Promise.resolve();
+    return api("/session", { method: "POST", body: { site_key: cfg.siteKey, visitor: state.visitor || null } })
+      .then(function (r) { return r.json(); })
+      .then(function (body) {
+        state.token = body.token;
+        state.visitor = body.visitor;
+        state.expires = Date.now() / 1000 + body.expires_in;
+        save();
+      });
+  }
+
+  function conversation() {
+    if (state.conversation) {
+      return api("/conversations/" + state.conversation).then(function (r) { return r.json(); }).then(function (body) {
+        body.messages.forEach(render);
+        follow(body.status);
+      }).catch(function (error) {
+        if (error.status !== 404) throw error;
+        state.conversation = null;
+        return conversation();
+      });
+    }
+    return api("/conversations", { method: "POST" }).then(function (r) { return r.json(); }).then(function (body) {
+      state.conversation = body.id;
+      save();
+      if (cfg.greeting) note(cfg.greeting);
+    });
+  }
+
+  var ready = null;
+  function start() {
+    if (!ready) ready = session().then(conversation).catch(function (error) { ready = null; note(error.message); });
+    return ready;
+  }
+
+  // --- rendering (text only) -------------------------------------------------------------------
+  function note(text) {
+    var node = el("div", "msg note", text);
+    log.appendChild(node);
+    scroll();
+    return node;
+  }
+
+  function render(message) {
+    lastId = Math.max(lastId, message.id || 0);
+    var node = el("div", "msg " + message.role);
+    if (message.role === "agent") node.appendChild(el("span", "who", T.agent));
+    var text = el("span", "text", message.content);
+    node.appendChild(text);
+    log.appendChild(node);
+    if (message.role === "assistant") finish(node, message.id, message.sources || []);
+    scroll();
+    return node;
+  }
+
+  function finish(node, messageId, sources) {
+    if (sources.length) {
+      var list = el("ol", "sources");
+      list.setAttribute("aria-label", T.sources);
+      sources.forEach(function (s) {
+        var title = s.title + (s.heading && s.heading !== s.title ? " — " + s.heading : "") + " · " + s.source + (s.page ? " p. " + s.page : "");
+        list.appendChild(el("li", "", title));
+      });
+      node.appendChild(list);
+    }
+    if (!messageId) return;
+    var thumbs = el("div", "thumbs");
+    [["up", "👍", T.up], ["down", "👎", T.down]].forEach(function (t) {
+      var b = el("button", "", t[1]);
+      b.type = "button";
+      b.setAttribute("aria-label", t[2]);
+      b.setAttribute("aria-pressed", "false");
+      b.addEventListener("click", function () {
+        api("/conversations/" + state.conversation + "/feedback", { method: "POST", body: { message_id: messageId, rating: t[0] } })
+          .then(function () {
+            thumbs.querySelectorAll("button").forEach(function (x) { x.setAttribute("aria-pressed", "false"); });
+            b.setAttribute("aria-pressed", "true");
+            b.title = T.thanks;
+          })
+          .catch(function (error) { note(error.message); });
+      });
+      thumbs.appendChild(b);
+    });
+    node.appendChild(thumbs);
+  }
+
+  function scroll() { log.scrollTop = log.scrollHeight; }
+
+  // --- sending, streaming, handoff -------------------------------------------------------------
+  function ask(text) {
+    if (busy || !text.trim()) return;
+    busy = true;
+    send.disabled = true;
+    render({ role: "user", content: text });
+    start().then(function () {
+      return api("/conversations/" + state.conversation + "/messages", { method: "POST", body: { content: text } });
+    }).then(function (response) {
+      var node = null, textNode = null;
+      return readEvents(response, function (name, data) {
+        if (name === "token") {
+          if (!node) { node = render({ role: "assistant", content: "" }); textNode = node.querySelector(".text"); }
+          textNode.textContent += data.text;
+          scroll();
+        } else if (name === "done") {
+          lastId = Math.max(lastId, data.message_id || 0, data.question_id || 0);
+          if (node) finish(node, data.message_id, data.sources || []);
+          if (data.offer_handoff) person.focus();
+          if (data.status === "handoff") follow("handoff");
+        } else if (name === "queued") {
+          lastId = Math.max(lastId, data.message_id || 0);
+          follow("handoff");
+        }
+      });
+    }).catch(function (error) {
+      note(error.message);
+    }).then(function () {
+      busy = false;
+      send.disabled = false;
+    });
+  }
+
+  function readEvents(response, onEvent) {
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    function pump() {
+      return reader.read().then(function (chunk) {
+        if (chunk.done) return;
+        buffer += decoder.decode(chunk.value, { stream: true });
+        var parts = buffer.split("\n\n");
+        buffer = parts.pop();
+        parts.forEach(function (part) {
+          var name = "message", data = "";
+          part.split("\n").forEach(function (line) {
+            if (line.indexOf("event: ") === 0) name = line.slice(7);
+            else if (line.indexOf("data: ") === 0) data += line.slice(6);
+          });
+          if (data) onEvent(name, JSON.parse(data));
+        });
+        return pump();
+      });
+    }
+    return pump();
+  }
+
+  function follow(status) {
+    if (status !== "handoff") { stopPolling(); return; }
+    if (!polling) polling = setInterval(poll, 2500);
+  }
+  function stopPolling() { if (polling) { clearInterval(polling); polling = null; } }
+
+  function poll() {
+    api("/conversations/" + state.conversation + "?after=" + lastId).then(function (r) { return r.json(); }).then(function (body) {
+      body.messages.forEach(function (m) { if (m.role !== "user") render(m); else lastId = Math.max(lastId, m.id); });
+      follow(body.status);
+    }).catch(function () { /* try again on the next tick */ });
+  }
+
+  // --- events ----------------------------------------------------------------------------------
+  function open() {
+    panel.hidden = false;
+    bubble.setAttribute("aria-expanded", "true");
+    start();
+    box.focus();
+  }
+  function close() {
+    panel.hidden = true;
+    bubble.setAttribute("aria-expanded", "false");
+    bubble.focus();
+  }
+  bubble.addEventListener("click", function () { panel.hidden ? open() : close(); });
+  closer.addEventListener("click", close);
+  panel.addEventListener("keydown", function (e) { if (e.key === "Escape") close(); });
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var text = box.value;
+    box.value = "";
+    ask(text);
+  });
+  box.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+  });
+  person.addEventListener("click", function () {
+    start().then(function () {
+      return api("/conversations/" + state.conversation + "/handoff", { method: "POST" });
+    }).then(function () { note(T.handoff); follow("handoff"); }).catch(function (error) { note(error.message); });
+  });
+  if (state.conversation) start();  // a returning visitor: the conversation is there when the panel opens
+})();
