@@ -187,7 +187,7 @@ def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
             answer = gr.Textbox(label="Reply to the customer", lines=2, scale=4)
             send = gr.Button("Send reply", variant="primary", scale=1)
             back = gr.Button("Hand back to the bot", scale=1)
-        plot = gr.LinePlot(x="day", y="count", color="what", label="Per day: conversations, answered, abstained, handed off")
+        plot = gr.BarPlot(x="day", y="count", color="what", label="Per day: conversations, answered, abstained, handed off")
         which.change(listing, inputs=which, outputs=[conversations, picked])
         reload.click(listing, inputs=which, outputs=[conversations, picked]).then(counts, outputs=plot)
         picked.change(show, inputs=picked, outputs=[messages, status])

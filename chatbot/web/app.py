@@ -4,7 +4,11 @@ health check at `/healthz`; OpenAPI at `/openapi.json`."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import anyio
 
 import gradio as gr
 from fastapi import FastAPI
@@ -30,10 +34,18 @@ Documents can also be managed from the command line: <code>chatbot kb add|list|r
 </body></html>"""
 
 
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # Each streamed answer holds a worker thread while it waits for a model context: allow many
+    # more than anyio's default 40, so 50+ open conversations never queue behind the pool.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+    yield
+
+
 def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) -> FastAPI:
     """The ASGI app serving one dialogue manager: the API and widget, the chat page, and with a
     `watcher` (which follows new knowledge versions) the admin page."""
-    app = FastAPI(title="Kefu", version=__version__)
+    app = FastAPI(title="Kefu", version=__version__, lifespan=_lifespan)
     settings = manager.settings
     store = Store(database_url(settings.database.url, settings.data_dir))
     add_api(app, manager, store, Tokens(load_secret(settings.security.secret_key, settings.data_dir), settings.security.token_ttl_s))

@@ -64,25 +64,31 @@ def run_cli(*args: str, data_dir, env: dict | None = None, timeout: float = 600)
     )
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, serve_data):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-    env["CHATBOT_DATA_DIR"] = str(serve_data)
-    env["CHATBOT_ADMIN_PASSWORD"] = ADMIN_PASSWORD
-    log = (tmp_path_factory.mktemp("logs") / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+def start_server(data_dir, log_path, env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`chatbot serve` on the default profile in a new process, once /healthz answers: (process, url)."""
+    port = port or _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    log = open(log_path, "a")  # noqa: SIM115 - the server writes to it for its whole life
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)],
+        env=base | {"CHATBOT_DATA_DIR": str(data_dir)} | (env or {}), stdout=log, stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        assert proc.poll() is None, open(log.name).read()
+        assert proc.poll() is None, open(log_path).read()
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
+                return proc, url
         except httpx.HTTPError:
             time.sleep(1)
-    else:
-        pytest.fail("the server did not become healthy in 300 s")
+    proc.kill()
+    pytest.fail("the server did not become healthy in 300 s")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, serve_data):
+    proc, url = start_server(serve_data, tmp_path_factory.mktemp("logs") / "serve.log", {"CHATBOT_ADMIN_PASSWORD": ADMIN_PASSWORD})
     yield url
     proc.terminate()
     try:

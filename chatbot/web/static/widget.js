@@ -26,8 +26,7 @@
   var T = {
     open: zh ? "打开客服对话" : "Open chat", close: zh ? "关闭" : "Close", send: zh ? "发送" : "Send",
     placeholder: zh ? "请输入您的问题…" : "Type your question…", person: zh ? "转人工" : "Talk to a person",
-    sources: zh ? "来源" : "Sources", up: zh ? "有帮助" : "Helpful", down: zh ? "没有帮助" : "Not helpful",
-    handoff: zh ? "已转人工，客服会在这里回复您。" : "A person from our team will reply here.",
+    sources: zh ? "来源" : "Sources", up: zh ? "有帮助" : "Helpful", down: zh ? "没帮助" : "Not helpful",
     agent: zh ? "客服" : "Agent", failed: zh ? "出错了，请稍后再试。" : "Something went wrong; please try again.",
     thanks: zh ? "谢谢反馈！" : "Thanks for the feedback!",
   };
@@ -53,7 +52,7 @@
   style.textContent = [
     ":host{all:initial}",
     "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,'PingFang SC','Noto Sans CJK SC',sans-serif}",
-    ".bubble{position:fixed;bottom:20px;" + cfg.position + ":20px;width:56px;height:56px;border-radius:50%;border:0;background:" + cfg.color + ";color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483646}",
+    ".bubble{position:fixed;bottom:20px;" + cfg.position + ":20px;width:56px;height:56px;border-radius:50%;border:0;background:" + cfg.color + ";color:#fff;display:flex;align-items:center;justify-content:center;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483646}",
     ".bubble:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #1a73e8;outline-offset:2px}",
     ".panel{position:fixed;bottom:88px;" + cfg.position + ":20px;width:min(380px,calc(100vw - 16px));height:min(600px,calc(100vh - 110px));background:#fff;color:#1f2328;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.3);display:flex;flex-direction:column;overflow:hidden;z-index:2147483647}",
     ".panel[hidden]{display:none}",
@@ -78,8 +77,9 @@
   ].join("\n");
   root.appendChild(style);
 
-  var bubble = el("button", "bubble", "💬");
+  var bubble = el("button", "bubble");
   bubble.type = "button";
+  bubble.appendChild(chatIcon());
   bubble.setAttribute("aria-label", T.open);
   bubble.setAttribute("aria-expanded", "false");
   var panel = el("section", "panel");
@@ -108,6 +108,20 @@
   person.type = "button";
   panel.append(header, log, form, person);
   root.append(bubble, panel);
+
+  function chatIcon() {  // drawn, not an emoji: no font needed
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "28");
+    svg.setAttribute("height", "28");
+    svg.setAttribute("aria-hidden", "true");
+    var path = document.createElementNS(ns, "path");
+    path.setAttribute("fill", "currentColor");
+    path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z");
+    svg.appendChild(path);
+    return svg;
+  }
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -189,12 +203,12 @@
     var text = el("span", "text", message.content);
     node.appendChild(text);
     log.appendChild(node);
-    if (message.role === "assistant") finish(node, message.id, message.sources || []);
+    if (message.role === "assistant") finish(node, message.id, message.sources || [], message.mode);
     scroll();
     return node;
   }
 
-  function finish(node, messageId, sources) {
+  function finish(node, messageId, sources, mode) {
     if (sources.length) {
       var list = el("ol", "sources");
       list.setAttribute("aria-label", T.sources);
@@ -204,12 +218,11 @@
       });
       node.appendChild(list);
     }
-    if (!messageId) return;
+    if (!messageId || mode === "handoff" || mode === "refused") return;  // only answers are rated
     var thumbs = el("div", "thumbs");
-    [["up", "👍", T.up], ["down", "👎", T.down]].forEach(function (t) {
-      var b = el("button", "", t[1]);
+    [["up", T.up], ["down", T.down]].forEach(function (t) {
+      var b = el("button", "", (t[0] === "up" ? "+ " : "− ") + t[1]);
       b.type = "button";
-      b.setAttribute("aria-label", t[2]);
       b.setAttribute("aria-pressed", "false");
       b.addEventListener("click", function () {
         api("/conversations/" + state.conversation + "/feedback", { method: "POST", body: { message_id: messageId, rating: t[0] } })
@@ -244,7 +257,7 @@
           scroll();
         } else if (name === "done") {
           lastId = Math.max(lastId, data.message_id || 0, data.question_id || 0);
-          if (node) finish(node, data.message_id, data.sources || []);
+          if (node) finish(node, data.message_id, data.sources || [], data.mode);
           if (data.offer_handoff) person.focus();
           if (data.status === "handoff") follow("handoff");
         } else if (name === "queued") {
@@ -324,7 +337,7 @@
   person.addEventListener("click", function () {
     start().then(function () {
       return api("/conversations/" + state.conversation + "/handoff", { method: "POST" });
-    }).then(function () { note(T.handoff); follow("handoff"); }).catch(function (error) { note(error.message); });
+    }).then(function () { poll(); follow("handoff"); }).catch(function (error) { note(error.message); });
   });
   if (state.conversation) start();  // a returning visitor: the conversation is there when the panel opens
 })();

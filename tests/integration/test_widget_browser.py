@@ -1,0 +1,186 @@
+"""The widget in headless Chromium on a test host page (another port, so another origin) against the
+real `chatbot serve`: it opens, streams a cited answer, keeps the conversation after a reload, hands
+off to a person whose reply (sent from the admin page) appears in it; markup written by the customer,
+the bot's knowledge or the admin stays inert text. Screenshots at desktop and phone sizes."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ADMIN_PASSWORD, _free_port, run_cli
+
+pytestmark = pytest.mark.slow
+XSS_QUESTION = 'Hi <img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>'
+XSS_FAQ_QUESTION = "What does the markup test answer say?"
+XSS_ANSWER = 'It says <img src=x onerror="window.__xss=3"> and <b>bold</b>.'
+XSS_REPLY = 'Mia here <img src=x onerror="window.__xss=4"><script>window.__xss=5</script>'
+
+
+@pytest.fixture(scope="module")
+def host_page(server, serve_data, tmp_path_factory):
+    """A shop's page on its own port, embedding the widget with a site key for that origin."""
+    port = _free_port()
+    origin = f"http://127.0.0.1:{port}"
+    made = run_cli("sitekey", "add", "Test shop", "--origin", origin, data_dir=serve_data)
+    assert made.returncode == 0, made.stderr
+    site_key = made.stdout.strip()
+    folder = tmp_path_factory.mktemp("host")
+    (folder / "index.html").write_text(
+        f"""<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Lumen &amp; Leaf</title><style>body{{font-family:Georgia,serif;background:#faf7f0;margin:0;padding:2em}} button{{color:red;font-size:40px}}</style></head>
+<body><h1>Lumen &amp; Leaf</h1><p>Plants, lamps and homeware for calm homes.</p>
+<script src="{server}/widget.js" data-site-key="{site_key}" data-title="Lumen &amp; Leaf · help"
+ data-greeting="Hi! Ask me about delivery, returns or your order." data-color="#2f6f4f" async></script></body></html>""",
+        encoding="utf-8",
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield origin
+    httpd.shutdown()
+
+
+def _shadow(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    host = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "div[data-kefu]"))
+    return host.shadow_root
+
+
+def _log_text(root) -> str:
+    from selenium.webdriver.common.by import By
+
+    return root.find_element(By.CSS_SELECTOR, ".log").text
+
+
+def _open(browser):
+    from selenium.webdriver.common.by import By
+
+    root = _shadow(browser)
+    root.find_element(By.CSS_SELECTOR, ".bubble").click()
+    return root
+
+
+def _ask(browser, root, text: str, until: str, timeout: float = 240):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    before = len(root.find_elements(By.CSS_SELECTOR, ".msg.assistant"))
+    root.find_element(By.CSS_SELECTOR, "textarea").send_keys(text, Keys.ENTER)
+    partial = []
+
+    def answered(_driver):
+        answers = root.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+        if len(answers) <= before:
+            return False
+        last = answers[-1]
+        if not last.find_elements(By.CSS_SELECTOR, ".thumbs"):
+            partial.append(last.text)
+            return False
+        return until in last.text and last.text
+
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=0.1).until(answered), partial
+    except Exception:
+        print("LOG:", _log_text(root))
+        raise
+
+
+def _shots() -> Path:
+    folder = Path(os.environ.get("KEFU_SCREENSHOT_DIR", "/tmp/kefu-shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_reload(host_page, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1200, 900)
+    browser.get(host_page)
+    root = _open(browser)
+    assert root.find_element(By.CSS_SELECTOR, "[role=dialog]").get_attribute("aria-label") == "Lumen & Leaf · help"
+    text, partial = _ask(browser, root, "How long is the warranty on a toaster?", "warranty-policy.md")
+    assert partial, "the answer appeared all at once instead of streaming"
+    browser.save_screenshot(str(_shots() / "widget-desktop.png"))
+
+    browser.refresh()
+    root = _open(browser)
+    browser.implicitly_wait(0)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 30).until(lambda _d: "warranty-policy.md" in _log_text(root))
+    assert "How long is the warranty on a toaster?" in _log_text(root)
+
+    browser.set_window_size(390, 844)  # a phone
+    browser.refresh()
+    root = _open(browser)
+    WebDriverWait(browser, 30).until(lambda _d: "warranty-policy.md" in _log_text(root))
+    panel = root.find_element(By.CSS_SELECTOR, ".panel")
+    assert panel.size["width"] <= 390
+    browser.save_screenshot(str(_shots() / "widget-phone.png"))
+
+
+def test_markup_stays_text_and_a_handoff_reply_from_the_admin_page_appears(host_page, browser, server, serve_data, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    faq = tmp_path / "markup-test.csv"
+    faq.write_text(f"question,answer\n{XSS_FAQ_QUESTION},\"{XSS_ANSWER.replace(chr(34), chr(34) * 2)}\"\n", encoding="utf-8")
+    assert run_cli("kb", "add", str(faq), data_dir=serve_data).returncode == 0
+
+    browser.set_window_size(1200, 900)
+    browser.get(host_page)
+    browser.execute_script("localStorage.clear()")  # a new visitor
+    browser.refresh()
+    root = _open(browser)
+    _ask(browser, root, XSS_QUESTION, "")
+    _ask(browser, root, XSS_FAQ_QUESTION, "<b>bold</b>")
+    log = _log_text(root)
+    assert XSS_QUESTION.split(" <script>")[0] in log and "<script>window.__xss=2</script>" in log and XSS_ANSWER in log
+
+    next(b for b in root.find_elements(By.CSS_SELECTOR, "button") if b.text == "Talk to a person").click()
+    WebDriverWait(browser, 30).until(lambda _d: "I've asked a person from our team to take over." in _log_text(root))
+    conversation = json.loads(browser.execute_script("return Object.values(localStorage)[0]"))["conversation"]
+
+    # The admin, in another tab: Conversations, the handed-off one, a reply with markup in it.
+    widget_tab = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    browser.get(f"{server}/admin/")
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+    browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("admin")
+    browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(ADMIN_PASSWORD, Keys.ENTER)
+    tab = WebDriverWait(browser, 60).until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Conversations" in b.text])
+    tab[0].click()
+    picker = WebDriverWait(browser, 30).until(lambda d: [i for i in d.find_elements(By.CSS_SELECTOR, "input[role=combobox]") if i.get_attribute("aria-label") == "Conversation" and i.is_displayed()])[0]
+    picker.click()
+    picker.send_keys(conversation[:8])
+    WebDriverWait(browser, 30).until(lambda d: [o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if conversation[:8] in o.text])[0].click()
+    WebDriverWait(browser, 30).until(lambda d: "Handed off" in d.execute_script("return document.body.innerText"))
+    reply_box = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.is_displayed() and t.get_attribute("aria-label") != "Show")
+    reply_box.send_keys(XSS_REPLY)
+    next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Send reply").click()
+    WebDriverWait(browser, 30).until(lambda d: XSS_REPLY in d.execute_script("return document.body.innerText"))
+    assert browser.execute_script("return window.__xss") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, "img[src=x]")
+    browser.save_screenshot(str(_shots() / "admin-inbox.png"))
+
+    browser.switch_to.window(widget_tab)
+    WebDriverWait(browser, 30).until(lambda _d: XSS_REPLY in _log_text(root))
+    handoff = next(m for m in root.find_elements(By.CSS_SELECTOR, ".msg.assistant") if "take over" in m.text)
+    assert not handoff.find_elements(By.CSS_SELECTOR, ".thumbs")  # a notice, not an answer to rate
+    agent = root.find_elements(By.CSS_SELECTOR, ".msg.agent")
+    assert agent and "Agent" in agent[-1].text
+    assert browser.execute_script("return window.__xss") is None
+    assert not root.find_elements(By.CSS_SELECTOR, "img, script, b")
+    browser.save_screenshot(str(_shots() / "widget-handoff.png"))
+    assert run_cli("kb", "remove", "markup-test.csv", data_dir=serve_data).returncode == 0
