@@ -198,7 +198,7 @@ def _progress_printer(show: bool):
     return progress
 
 
-def _store(settings: Settings):  # noqa: ANN202
+def _store(settings: Settings):
     from chatbot.store import Store, database_url
 
     return Store(database_url(settings.database.url, settings.data_dir))

@@ -15,7 +15,17 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -72,7 +82,7 @@ class Feedback(Base):
     created: Mapped[datetime] = mapped_column(default=_now)
 
 
-def database_url(url: str, data_dir) -> str:  # noqa: ANN001
+def database_url(url: str, data_dir) -> str:
     """The configured URL, or the SQLite file under the data dir."""
     if url:
         return url
@@ -85,7 +95,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _pragmas(connection, _record) -> None:  # noqa: ANN001
+        def _pragmas(connection, _record) -> None:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable when the process dies; fsync at checkpoints

@@ -133,12 +133,12 @@ FILTERS = {"All": "all", "Handed off (inbox)": "handoff", "Abstained": "abstaine
 def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
     """The inbox, one conversation with a reply box, and the daily counts."""
 
-    def listing(filter_name: str):  # noqa: ANN202
+    def listing(filter_name: str):
         rows = store.list_conversations(FILTERS.get(filter_name, "all"))
         table = [[r["id"], r["status"], r["updated"].strftime("%Y-%m-%d %H:%M:%S"), r["messages"], r["first"][:120], r["site_key"]] for r in rows]
         return table, gr.Dropdown(choices=[(f"{r['first'][:50] or '(no question yet)'} · {r['status']} · {r['id'][:8]}", r["id"]) for r in rows])
 
-    def show(conversation_id: str | None):  # noqa: ANN202
+    def show(conversation_id: str | None):
         if not conversation_id:
             return [], ""
         conversation = store.conversation(conversation_id)
@@ -151,7 +151,7 @@ def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
         note = "**Handed off**: the bot is quiet; your reply goes to the customer." if conversation.status == "handoff" else "The bot is answering this conversation."
         return rows, note
 
-    def reply(conversation_id: str | None, text: str):  # noqa: ANN202
+    def reply(conversation_id: str | None, text: str):
         if not conversation_id:
             raise gr.Error("Choose a conversation first.")
         if not text.strip():
@@ -162,13 +162,13 @@ def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
         store.add_message(conversation_id, "agent", text.strip()[:4000])
         return "", *show(conversation_id)
 
-    def hand_back(conversation_id: str | None):  # noqa: ANN202
+    def hand_back(conversation_id: str | None):
         if not conversation_id:
             raise gr.Error("Choose a conversation first.")
         store.set_status(conversation_id, "bot")
         return show(conversation_id)
 
-    def counts():  # noqa: ANN202
+    def counts():
         import pandas as pd
 
         rows = store.daily_counts()
@@ -199,11 +199,11 @@ def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
 def build_site_keys_tab(store: Store, ui: gr.Blocks) -> None:
     """Site keys and their allowed origins: what a website's widget tag carries."""
 
-    def keys():  # noqa: ANN202
+    def keys():
         sites = store.site_keys()
         return [[s.key, s.name, " ".join(s.origins), s.created.strftime("%Y-%m-%d")] for s in sites], gr.Dropdown(choices=[(f"{s.name} · {s.key}", s.key) for s in sites], value=None)
 
-    def create(name: str, origins: str):  # noqa: ANN202
+    def create(name: str, origins: str):
         try:
             site = store.create_site_key(name.strip() or "website", origins.split())
         except ChatbotError as e:
@@ -211,7 +211,7 @@ def build_site_keys_tab(store: Store, ui: gr.Blocks) -> None:
         snippet = f'<script src="https://YOUR-KEFU-HOST/widget.js" data-site-key="{site.key}" async></script>'
         return f"Created `{site.key}` for {', '.join(site.origins)}. Paste into the website:\n\n```html\n{snippet}\n```", *keys()
 
-    def delete(key: str | None):  # noqa: ANN202
+    def delete(key: str | None):
         if not key:
             raise gr.Error("Choose a site key first.")
         store.delete_site_key(key)

@@ -33,7 +33,7 @@ from chatbot.dialogue import DialogueManager
 from chatbot.errors import UserError
 from chatbot.language import detect_language
 from chatbot.store import Conversation, Store
-from chatbot.web.security import RateLimiter, Tokens, TokenError, Visitor
+from chatbot.web.security import RateLimiter, TokenError, Tokens, Visitor
 
 log = logging.getLogger(__name__)
 # A customer asking for a person, in English or Chinese.
@@ -86,7 +86,7 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
         return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
     @app.middleware("http")
-    async def cors(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def cors(request: Request, call_next):
         if not request.url.path.startswith("/api/"):
             return await call_next(request)
         origin = request.headers.get("origin", "")
@@ -232,7 +232,7 @@ def _history(store: Store, conversation_id: str) -> list[dict]:
     ]
 
 
-def _message(m) -> dict:  # noqa: ANN001
+def _message(m) -> dict:
     return {"id": m.id, "role": m.role, "content": m.content, "mode": m.mode, "sources": m.sources or [], "created": m.created.isoformat() + "Z"}
 
 

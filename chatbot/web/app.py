@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-
 import gradio as gr
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
