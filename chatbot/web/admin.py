@@ -20,6 +20,7 @@ from chatbot.errors import ChatbotError
 from chatbot.kb import KnowledgeBase, Report, Upload
 from chatbot.runtime import IndexWatcher
 from chatbot.store import Store
+from chatbot.web.chat_ui import as_text
 
 log = logging.getLogger(__name__)
 COLUMNS = ["id", "name", "type", "chunks", "size", "added", "status"]
@@ -42,9 +43,9 @@ def report_markdown(report: Report) -> str:
     """What an upload, removal or rebuild did, for the admin to read."""
     lines = []
     for label, docs in (("Added", report.added), ("Replaced", report.replaced), ("Removed", report.removed)):
-        lines += [f"- **{label}** {d['name']} ({_chunks(d['chunks'])})" for d in docs]
-    lines += [f"- **Unchanged** {name}: already in the knowledge base" for name in report.unchanged]
-    lines += [f"- **Refused** {error}" for error in report.refused]
+        lines += [f"- **{label}** {as_text(d['name'])} ({_chunks(d['chunks'])})" for d in docs]
+    lines += [f"- **Unchanged** {as_text(name)}: already in the knowledge base" for name in report.unchanged]
+    lines += [f"- **Refused** {as_text(error)}" for error in report.refused]
     lines.append(f"\nIndex version `{report.version}` is live ({_chunks(report.embedded_chunks)} embedded in {report.seconds:.1f} s).")
     return "\n".join(lines)
 
@@ -209,7 +210,7 @@ def build_site_keys_tab(store: Store, ui: gr.Blocks) -> None:
         except ChatbotError as e:
             raise gr.Error(str(e)) from e
         snippet = f'<script src="https://YOUR-KEFU-HOST/widget.js" data-site-key="{site.key}" async></script>'
-        return f"Created `{site.key}` for {', '.join(site.origins)}. Paste into the website:\n\n```html\n{snippet}\n```", *keys()
+        return f"Created `{site.key}` for {as_text(', '.join(site.origins))}. Paste into the website:\n\n```html\n{snippet}\n```", *keys()
 
     def delete(key: str | None):
         if not key:

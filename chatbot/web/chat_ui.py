@@ -7,6 +7,7 @@ sources footer); nothing per user lives on the shared manager.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable, Iterator
 
@@ -35,6 +36,12 @@ _MODE_NOTE = {
 }
 
 
+def as_text(text: str) -> str:
+    """Text anyone wrote (the customer, the knowledge, the model), shown as text: markup in it is
+    displayed, never rendered."""
+    return html.escape(text, quote=False)
+
+
 def sources_footer(reply: Reply) -> str:
     """The Markdown shown under an answer: how it was made and the passages it came from."""
     if not reply.sources:
@@ -44,7 +51,7 @@ def sources_footer(reply: Reply) -> str:
     for n, source in enumerate(reply.sources, 1):
         heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""
         page = f" p. {source.page}" if source.page else ""
-        lines.append(f"{n}. {source.title}{heading} · `{source.source}`{page} · {source.score:.2f}")
+        lines.append(f"{n}. {as_text(source.title + heading)} · `{source.source}`{page} · {source.score:.2f}")
     return "\n".join(lines)
 
 
@@ -53,7 +60,7 @@ def build_chat_ui(manager: DialogueManager, concurrency_limit: int, before_turn:
     `before_turn` runs before each answer (moving onto a new index version)."""
 
     def respond(message: str, chat: list[dict], conversation: list[dict]) -> Iterator[tuple[str, list[dict], list[dict]]]:
-        chat = [*chat, {"role": "user", "content": message}]
+        chat = [*chat, {"role": "user", "content": as_text(message)}]
         try:
             before_turn()
             reply = manager.respond(message, conversation)
@@ -68,9 +75,9 @@ def build_chat_ui(manager: DialogueManager, concurrency_limit: int, before_turn:
         answer = {"role": "assistant", "content": ""}
         chat.append(answer)
         for piece in reply:
-            answer["content"] += piece
+            answer["content"] += as_text(piece)
             yield "", chat, conversation
-        answer["content"] = reply.text + sources_footer(reply)
+        answer["content"] = as_text(reply.text) + sources_footer(reply)
         conversation = [*conversation, {"role": "user", "content": message.strip()}, {"role": "assistant", "content": reply.text}]
         yield "", chat, conversation
 

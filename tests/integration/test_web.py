@@ -57,3 +57,9 @@ def test_bad_messages_get_a_clear_reply_and_the_chat_goes_on(server, message, ex
     assert expected in str(chat[-1]["content"])
     _, chat = _chat(client, "What payment methods do you accept?", chat)
     assert "**Sources**" in str(chat[-1]["content"])
+
+
+def test_markup_in_a_message_is_shown_as_text_in_the_chat_page(server):
+    _, chat = _chat(_client(server), '<img src=x onerror="alert(1)"> where is my order?')
+    shown = str(chat[0]["content"])
+    assert "&lt;img src=x" in shown and "<img" not in shown

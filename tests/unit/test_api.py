@@ -154,3 +154,39 @@ def test_the_widget_script_is_served(env):
     client = env[0]
     script = client.get("/widget.js")
     assert script.status_code == 200 and "attachShadow" in script.text and "innerHTML" not in script.text
+
+
+def test_a_handoff_posts_a_notice_to_the_webhook(settings):
+    import http.server
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    settings.handoff.webhook_url = f"http://127.0.0.1:{hook.server_port}/kefu"
+    store = Store(database_url("", settings.data_dir))
+    shop = store.create_site_key("Shop", [SHOP]).key
+    client = TestClient(create_app(build_dialogue_manager(settings, FakeChatModel())))
+    headers = session(client, shop)
+    conversation = client.post("/api/conversations", headers=headers).json()["id"]
+    assert client.post(f"/api/conversations/{conversation}/handoff", headers=headers).json() == {"status": "handoff"}
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    hook.shutdown()
+    assert received == [{"event": "handoff", "conversation_id": conversation, "site_key": shop}]
+
+
+def test_the_api_is_described_in_openapi(env):
+    paths = env[0].get("/openapi.json").json()["paths"]
+    assert {"/api/session", "/api/conversations", "/api/conversations/{conversation_id}/messages"} <= set(paths)

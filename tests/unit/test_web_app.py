@@ -36,3 +36,13 @@ def test_with_a_password_the_admin_page_asks_for_it(app_for):
     assert client.post("/admin/login", data={"username": "admin", "password": "wrong"}).status_code == 400
     assert client.post("/admin/login", data={"username": "admin", "password": "s3cret-for-tests"}).status_code == 200
     assert client.get("/admin/config").status_code == 200
+
+
+def test_text_anyone_wrote_is_escaped_for_the_chat_page_and_the_admin_reports():
+    from chatbot.kb import Report
+    from chatbot.web.admin import report_markdown
+    from chatbot.web.chat_ui import as_text
+
+    assert as_text('<img src=x onerror="alert(1)">') == '&lt;img src=x onerror="alert(1)"&gt;'
+    report = Report(refused=["<script>x</script>.md: the file is empty"], version="v1")
+    assert "<script>" not in report_markdown(report) and "&lt;script&gt;" in report_markdown(report)

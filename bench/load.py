@@ -1,0 +1,162 @@
+"""Load: many concurrent conversations streaming over HTTP against a real `chatbot serve` (default
+profile, its own data dir), FAQ-path and generated answers mixed, for a fixed time. Each simulated
+customer asks, reads the streamed answer to the end, "types" for a few seconds and asks again.
+Prints messages, errors, time to first token (p50/p95, per answer kind), and checks that every
+message sent is in the database afterwards.
+
+    .venv/bin/python bench/load.py [--users 50] [--minutes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+ORIGIN = "https://shop.example.com"
+FAQ = [
+    "How long does standard delivery take?", "What payment methods do you accept?", "Can I return an item I have already opened?",
+    "标准快递多久能送到？", "如何重置密码？", "How do gift cards work?", "Do you ship abroad?",
+]
+# Questions the default profile answers with the LM (checked with its decision rule), and one it abstains on.
+GENERATED = [
+    "How long is the warranty on a toaster?", "我的咖啡机坏了，保修几年？", "Do you deliver on Sundays?",
+    "Does the warranty cover water damage?", "包裹丢了怎么办？", "Do you sell furniture?",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--think", type=float, nargs=2, default=(5.0, 10.0), metavar=("MIN", "MAX"), help="seconds between a reply and the next question")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        # All simulated customers come from one address; real ones each have their own, so the
+        # per-address limit on new visitor tokens (30 a minute) is raised for this run only.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")} | {"CHATBOT_DATA_DIR": str(data), "CHATBOT_SECURITY_SESSIONS_PER_MINUTE": "1000"}
+        site_key = subprocess.run([sys.executable, "-m", "chatbot.cli", "sitekey", "add", "Load test", "--origin", ORIGIN], env=env, capture_output=True, text=True, check=True).stdout.strip()
+        port = _free_port()
+        log = (data / "serve.log").open("w")
+        server = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(url, server)
+            results = asyncio.run(_run(url, site_key, args.users, args.minutes * 60, tuple(args.think)))
+        finally:
+            server.terminate()
+            server.wait(60)
+        _report(results, data, args)
+
+
+async def _run(url: str, site_key: str, users: int, seconds: float, think: tuple[float, float]) -> list[dict]:
+    limits = httpx.Limits(max_connections=users + 10, max_keepalive_connections=users + 10)
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0), limits=limits) as client:
+        deadline = time.monotonic() + seconds
+        per_user = await asyncio.gather(*(_customer(client, site_key, n, deadline, think) for n in range(users)))
+    return [r for rs in per_user for r in rs]
+
+
+async def _customer(client: httpx.AsyncClient, site_key: str, n: int, deadline: float, think: tuple[float, float]) -> list[dict]:
+    rng = random.Random(n)
+    results: list[dict] = []
+    await asyncio.sleep(rng.uniform(0, think[1]))  # customers arrive spread out
+    session = await client.post("/api/session", json={"site_key": site_key}, headers={"Origin": ORIGIN})
+    if session.status_code != 200:
+        return [{"conversation": None, "kind": "session", "error": f"session: HTTP {session.status_code} {session.text[:200]}", "first_token_s": None, "mode": None}]
+    token = session.json()["token"]
+    headers = {"Origin": ORIGIN, "Authorization": f"Bearer {token}"}
+    conversation = (await client.post("/api/conversations", headers=headers)).json()["id"]
+    while time.monotonic() < deadline:
+        kind = rng.choice(["faq", "generated"])
+        question = rng.choice(FAQ if kind == "faq" else GENERATED)
+        started = time.monotonic()
+        result = {"conversation": conversation, "kind": kind, "error": None, "first_token_s": None, "mode": None}
+        try:
+            async with client.stream("POST", f"/api/conversations/{conversation}/messages", json={"content": question}, headers=headers) as response:
+                if response.status_code != 200:
+                    result["error"] = f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}"
+                else:
+                    event = None
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: "):
+                            event = line[7:]
+                        elif line.startswith("data: ") and event == "token" and result["first_token_s"] is None:
+                            result["first_token_s"] = time.monotonic() - started
+                        elif line.startswith("data: ") and event == "done":
+                            result["mode"] = json.loads(line[6:])["mode"]
+                    if result["mode"] is None:
+                        result["error"] = "the stream ended without a done event"
+        except httpx.HTTPError as e:
+            result["error"] = f"{type(e).__name__}: {e}"
+        result["total_s"] = time.monotonic() - started
+        results.append(result)
+        await asyncio.sleep(rng.uniform(*think))
+    return results
+
+
+def _report(results: list[dict], data: Path, args: argparse.Namespace) -> None:
+    from chatbot.store import Store, database_url
+
+    errors = [r for r in results if r["error"]]
+    print(f"{args.users} concurrent conversations for {args.minutes:g} min: {len(results)} messages answered, {len(errors)} errors")
+    for e in errors[:5]:
+        print("  error:", e["error"])
+    for label, chosen in (("all", results), *((f"mode {m}", [r for r in results if r["mode"] == m]) for m in ("faq", "generate", "abstain"))):
+        ttft = sorted(r["first_token_s"] for r in chosen if r["first_token_s"] is not None)
+        if ttft:
+            print(f"  {label}: n={len(ttft)}, first token p50 {_pct(ttft, 50):.2f} s, p95 {_pct(ttft, 95):.2f} s, max {ttft[-1]:.2f} s")
+    modes: dict[str, int] = {}
+    for r in results:
+        modes[r["mode"] or "none"] = modes.get(r["mode"] or "none", 0) + 1
+    print(f"  modes: {modes}")
+    store = Store(database_url("", data))
+    missing = 0
+    for conversation in {r["conversation"] for r in results if r["conversation"]}:
+        sent = sum(1 for r in results if r["conversation"] == conversation)
+        stored = store.messages(conversation)
+        questions = sum(1 for m in stored if m.role == "user")
+        answers = sum(1 for m in stored if m.role == "assistant")
+        missing += max(0, sent - questions) + max(0, sent - answers)
+    print(f"  database: every message stored: {'yes' if missing == 0 else f'NO, {missing} missing'}")
+
+
+def _pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("the server stopped while starting; see its log")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(1)
+    raise SystemExit("the server did not become healthy in 300 s")
+
+
+if __name__ == "__main__":
+    main()
