@@ -103,7 +103,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     manager = build_dialogue_manager(settings)
     kb = KnowledgeBase(settings, manager.retriever.embedder)
     app = create_app(manager, IndexWatcher(kb, manager).start())
-    print(f"Kefu is serving the chat on http://{settings.server.host}:{settings.server.port}", file=sys.stderr, flush=True)
+    url = f"http://{settings.server.host}:{settings.server.port}"
+    admin = f"{url}/admin" if settings.admin.password else "off (set CHATBOT_ADMIN_PASSWORD to turn it on)"
+    print(f"Kefu is serving the chat on {url}; admin page: {admin}; widget: {url}/widget.js (`chatbot sitekey add` makes a key)", file=sys.stderr, flush=True)
     # Open streams (a chat mid-answer, an idle browser tab) must not hold up a stop for long.
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=5)
     return 0

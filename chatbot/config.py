@@ -48,6 +48,9 @@ class LLMSettings(_Section):
     context_tokens: int = Field(2048, ge=256, le=131072)
     threads: int = Field(0, ge=0, le=256, description="0 = all cores")
     parallel: int = Field(2, ge=1, le=64, description="llama.cpp contexts serving requests at once")
+    # llama.cpp: how long a request waits for a free context before the busy reply (which gives the
+    # most relevant passage at once) instead of a generated answer.
+    max_wait_s: float = Field(10.0, gt=0, le=3600)
     # transformers: decode concurrent requests together (continuous batching); auto = on CUDA only.
     batching: Literal["auto", "on", "off"] = "auto"
     max_requests: int = Field(64, ge=1, le=4096, description="requests in flight before new ones are refused as busy")

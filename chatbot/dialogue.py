@@ -157,7 +157,7 @@ class DialogueManager:
         passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
         sources = [_source(h, self.settings.retrieval.passage_chars) for h in passages]
         messages = self.build_messages(question, [s.text for s in sources], history, lang)
-        return Reply(mode, lang, sources, timings, self._generate(messages, lang), started)
+        return Reply(mode, lang, sources, timings, self._generate(messages, lang, sources[0].text if sources else ""), started)
 
     def build_messages(self, question: str, passages: list[str], history: list[Message], lang: str) -> list[Message]:
         """The chat messages for a grounded answer: fixed system text, trimmed history, passages + question."""
@@ -168,12 +168,12 @@ class DialogueManager:
             {"role": "user", "content": self.prompts.render("user", lang=lang, passages=passages, question=question)},
         ]
 
-    def _generate(self, messages: list[Message], lang: str) -> Iterator[str]:
+    def _generate(self, messages: list[Message], lang: str, passage: str) -> Iterator[str]:
         try:
             yield from self.model.stream(messages)
-        except ModelBusyError as e:
+        except ModelBusyError as e:  # no model free soon: the passage itself, at once, beats a long wait
             log.warning("%s", e)
-            yield self.prompts.render("busy", lang=lang)
+            yield self.prompts.render("busy", lang=lang, passage=passage)
         except Exception:
             log.exception("the chat model failed while answering")
             yield "\n" + self.prompts.render("error", lang=lang)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatbot.config import LLMSettings
-from chatbot.errors import ConfigError, ModelLoadError
+from chatbot.errors import ConfigError, ModelBusyError, ModelLoadError
 
 log = logging.getLogger(__name__)
 Message = dict[str, str]
@@ -76,7 +76,10 @@ class LlamaCppChatModel:
         self._tokenizer = self._pool.queue[0]
 
     def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
-        llm = self._pool.get()
+        try:
+            llm = self._pool.get(timeout=self._settings.max_wait_s)
+        except queue.Empty as e:
+            raise ModelBusyError(f"no llama.cpp context came free within llm.max_wait_s={self._settings.max_wait_s:g} s") from e
         try:
             chunks = llm.create_chat_completion(
                 messages=messages,

@@ -69,7 +69,7 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
             gr.mount_gradio_app(app, admin, path="/admin", auth=(settings.admin.user, settings.admin.password), max_file_size=limit, footer_links=[])
         else:
 
-            @app.get("/admin", response_class=HTMLResponse)
+            @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
             @app.get("/admin/", response_class=HTMLResponse, include_in_schema=False)
             def admin_off() -> str:
                 return ADMIN_OFF

@@ -148,7 +148,7 @@ def test_a_model_failure_mid_answer_becomes_an_apology(manager):
     assert reply.text.startswith("Partial") and "something went wrong" in reply.text
 
 
-def test_a_busy_model_gets_a_try_again_reply_in_the_users_language(manager):
+def test_a_busy_model_gets_the_top_passage_at_once_in_the_users_language(manager):
     from chatbot.errors import ModelBusyError
 
     def busy(messages, max_new_tokens=None):
@@ -158,3 +158,4 @@ def test_a_busy_model_gets_a_try_again_reply_in_the_users_language(manager):
     manager.model.stream = busy
     reply = manager.respond("Can opened items be returned within 14 days?").finish()
     assert reply.mode == "generate" and "answering many customers right now" in reply.text
+    assert reply.sources[0].text in reply.text  # the passage itself, cited below

@@ -6,7 +6,7 @@ import pytest
 from chatbot.config import PROJECT_ROOT
 from chatbot.prompts import Prompts
 
-VARIABLES = {"business": "Shop", "passages": ["Passage one.", "Passage two."], "question": "Q?", "length": 3000, "limit": 2000}
+VARIABLES = {"business": "Shop", "passages": ["Passage one.", "Passage two."], "passage": "A passage.", "question": "Q?", "length": 3000, "limit": 2000}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
