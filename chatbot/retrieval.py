@@ -91,6 +91,11 @@ class Retriever:
         self.settings = settings
         texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
         self._titles = title_keys(list(index.titles), texts)
+        # A title's language is its passages': a Chinese question never tracks an English document.
+        self._title_lang = {
+            title: max(("en", "zh"), key=lambda lang, rows=rows: sum(index.chunks[r].metadata.get("lang") == lang for r in rows))
+            for title, rows in index.titles.items()
+        }
         warm_up()
 
     def retrieve(self, question: str, history: list[Message] | None = None, k: int | None = None) -> Retrieval:
@@ -103,7 +108,7 @@ class Retriever:
         # The user's own earlier turns: an answer's text pulls a follow-up towards that answer's passage
         # ("What if I already opened it?" after the how-to-return answer; docs/quality.md).
         previous = [m["content"] for m in history if m["role"] == "user"][-self.settings.history_turns :] if self.settings.history_turns else []
-        subject = self.subject(question, history) if self.settings.subject_tracking else None
+        subject = self.subject(question, history, lang) if self.settings.subject_tracking else None
         if subject is not None:  # the subject carries the context: rank its passages by the question
             search_vector, query_text = question_vector, question
         else:
@@ -118,11 +123,16 @@ class Retriever:
         relevance = float(np.max(self.index.vectors[given] @ question_vector)) if given else -1.0
         return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subject)
 
-    def subject(self, question: str, history: list[Message]) -> str | None:
-        """The title named last: in the question, else in the newest earlier turn that names one."""
+    def subject(self, question: str, history: list[Message], lang: str | None = None) -> str | None:
+        """The title named last, in the question's language (`lang`, when given): in the question,
+        else in the newest earlier turn that names one."""
         for text in [question, *(m["content"] for m in reversed(history))]:
             normalised = _normalise(text)
-            found = [(normalised.rfind(key), len(key), title) for key, title in self._titles.items() if key in normalised]
+            found = [
+                (normalised.rfind(key), len(key), title)
+                for key, title in self._titles.items()
+                if key in normalised and (lang is None or self._title_lang.get(title) == lang)
+            ]
             if found:
                 return max(found)[2]
         return None

@@ -159,3 +159,10 @@ def test_a_busy_model_gets_the_top_passage_at_once_in_the_users_language(manager
     reply = manager.respond("Can opened items be returned within 14 days?").finish()
     assert reply.mode == "generate" and "answering many customers right now" in reply.text
     assert reply.sources[0].text in reply.text  # the passage itself, cited below
+
+
+def test_a_question_in_another_language_does_not_track_a_document_named_earlier(manager):
+    history = [{"role": "user", "content": "What does the Returns policy say about opened items?"}, {"role": "assistant", "content": "Opened items: 14 days."}]
+    assert manager.retriever.subject("Can I return it?", history, "en") == "Returns policy"
+    assert manager.retriever.subject("标准快递多久能送到？", history, "zh") is None
+    assert manager.respond("标准快递多久能送到？", history).finish().sources[0].source == "zh/faq.csv"
