@@ -74,6 +74,6 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
             def admin_off() -> str:
                 return ADMIN_OFF
 
-    ui = build_chat_ui(manager, settings.server.concurrency_limit, watcher.refresh if watcher else lambda: None)
+    ui = build_chat_ui(manager, settings.server.concurrency_limit, watcher.refresh if watcher else lambda: None, store)
     ui.queue(default_concurrency_limit=settings.server.concurrency_limit)
     return gr.mount_gradio_app(app, ui, path="/", footer_links=["api"])

@@ -2,7 +2,8 @@
 `DialogueManager.respond`, the streamed text and the sources come back into the chat.
 
 Per-session state is the conversation in `gr.State` (questions and clean answers, without the
-sources footer); nothing per user lives on the shared manager.
+sources footer) and its id in the store, where every turn is kept; nothing per user lives on the
+shared manager.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gradio as gr
 from chatbot.dialogue import DialogueManager, Reply
 from chatbot.errors import UserError
 from chatbot.language import detect_language
+from chatbot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ EXAMPLES = [
     "已经拆封的商品可以退货吗？",
     "如何重置密码？",
 ]
+CHAT_PAGE = "chat-page"  # the store's site key and visitor for conversations on this page
 _SOURCES_LABEL = {"en": "Sources", "zh": "来源"}
 _MODE_NOTE = {
     ("faq", "en"): "curated answer",
@@ -55,44 +58,58 @@ def sources_footer(reply: Reply) -> str:
     return "\n".join(lines)
 
 
-def build_chat_ui(manager: DialogueManager, concurrency_limit: int, before_turn: Callable[[], object] = lambda: None) -> gr.Blocks:
+def build_chat_ui(
+    manager: DialogueManager, concurrency_limit: int, before_turn: Callable[[], object] = lambda: None, store: Store | None = None,
+) -> gr.Blocks:
     """The chat page. `concurrency_limit` chat events run at once (Gradio's default is 1);
-    `before_turn` runs before each answer (moving onto a new index version)."""
+    `before_turn` runs before each answer (moving onto a new index version); with a `store`, every
+    turn is stored (site key `chat-page`) and the admin page lists it."""
 
-    def respond(message: str, chat: list[dict], conversation: list[dict]) -> Iterator[tuple[str, list[dict], list[dict]]]:
+    def record(stored: str, role: str, text: str, **fields) -> str:  # noqa: ANN003
+        if store is None or not text.strip():
+            return stored
+        stored = stored or store.create_conversation(CHAT_PAGE, CHAT_PAGE).id
+        store.add_message(stored, role, text, **fields)
+        return stored
+
+    def respond(message: str, chat: list[dict], conversation: list[dict], stored: str) -> Iterator[tuple[str, list[dict], list[dict], str]]:
         chat = [*chat, {"role": "user", "content": as_text(message)}]
+        stored = record(stored, "user", (message or "").strip()[:20000], lang=detect_language(message or ""))
         try:
             before_turn()
             reply = manager.respond(message, conversation)
         except UserError as e:
-            yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation
+            stored = record(stored, "assistant", str(e), mode="refused") if (message or "").strip() else stored
+            yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored
             return
         except Exception:
             log.exception("answering failed")
             text = manager.prompts.render("error", lang=detect_language(message))
-            yield message, [*chat, {"role": "assistant", "content": text}], conversation
+            yield message, [*chat, {"role": "assistant", "content": text}], conversation, stored
             return
         answer = {"role": "assistant", "content": ""}
         chat.append(answer)
         for piece in reply:
             answer["content"] += as_text(piece)
-            yield "", chat, conversation
+            yield "", chat, conversation, stored
         answer["content"] = as_text(reply.text) + sources_footer(reply)
         conversation = [*conversation, {"role": "user", "content": message.strip()}, {"role": "assistant", "content": reply.text}]
-        yield "", chat, conversation
+        stored = record(stored, "assistant", reply.text, mode=reply.mode, lang=reply.lang, sources=[s.as_dict() for s in reply.sources], timings=reply.timings)
+        yield "", chat, conversation, stored
 
     with gr.Blocks(title="Kefu · customer service") as ui:
         gr.Markdown(f"## {manager.business} · customer service / 客服\nAsk in English or Chinese. 可以用中文或英文提问。")
         chat = gr.Chatbot(label="Chat", height=520, feedback_options=None, buttons=["copy"])
         conversation = gr.State([])
+        stored = gr.State("")  # the conversation's id in the store
         with gr.Row():
             box = gr.Textbox(placeholder="Type your question… / 请输入您的问题…", show_label=False, scale=8, max_lines=6, autofocus=True)
             send = gr.Button("Send · 发送", variant="primary", scale=1)
         new = gr.Button("New conversation · 新对话", size="sm")
         gr.Examples(EXAMPLES, inputs=box, label="Examples · 示例问题")
-        io = dict(fn=respond, inputs=[box, chat, conversation], outputs=[box, chat, conversation])
+        io = dict(fn=respond, inputs=[box, chat, conversation, stored], outputs=[box, chat, conversation, stored])
         limits = dict(concurrency_limit=concurrency_limit, concurrency_id="chat", show_progress="hidden")
         box.submit(**io, **limits, api_name="chat")
         send.click(**io, **limits, api_visibility="private")
-        new.click(lambda: ("", [], []), outputs=[box, chat, conversation], api_name="new_conversation")
+        new.click(lambda: ("", [], [], ""), outputs=[box, chat, conversation, stored], api_name="new_conversation")
     return ui

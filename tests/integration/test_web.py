@@ -63,3 +63,12 @@ def test_markup_in_a_message_is_shown_as_text_in_the_chat_page(server):
     _, chat = _chat(_client(server), '<img src=x onerror="alert(1)"> where is my order?')
     shown = str(chat[0]["content"])
     assert "&lt;img src=x" in shown and "<img" not in shown
+
+
+def test_chat_page_turns_are_stored_for_the_admin(server, serve_data):
+    from chatbot.store import Store, database_url
+
+    question = "What payment methods do you accept? (stored-turn test)"
+    _chat(_client(server), question)
+    rows = [r for r in Store(database_url("", serve_data)).list_conversations() if r["first"] == question]
+    assert rows and rows[0]["site_key"] == "chat-page" and rows[0]["messages"] == 2
