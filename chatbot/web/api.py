@@ -21,7 +21,7 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import httpx
@@ -66,8 +66,9 @@ class FeedbackRequest(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens) -> None:
-    """Mount the API, its CORS handling and its error replies on `app`."""
+def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens, before_turn: Callable[[], object] = lambda: None) -> None:
+    """Mount the API, its CORS handling and its error replies on `app`; `before_turn` runs before
+    each answer (moving onto a new knowledge version)."""
     settings = manager.settings
     per_visitor = RateLimiter(settings.security.visitor_per_minute)
     per_site = RateLimiter(settings.security.site_per_minute)
@@ -168,6 +169,7 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
 
     def _answer(conversation_id: str, content: str, history: list[dict], question_id: int) -> Iterator[str]:
         try:
+            before_turn()
             reply = manager.respond(content, history)
         except UserError as e:
             stored = store.add_message(conversation_id, "assistant", str(e), mode="refused")

@@ -47,7 +47,8 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
     app = FastAPI(title="Kefu", version=__version__, lifespan=_lifespan)
     settings = manager.settings
     store = Store(database_url(settings.database.url, settings.data_dir))
-    add_api(app, manager, store, Tokens(load_secret(settings.security.secret_key, settings.data_dir), settings.security.token_ttl_s))
+    before_turn = watcher.refresh if watcher else lambda: None  # a removed document is never answered again
+    add_api(app, manager, store, Tokens(load_secret(settings.security.secret_key, settings.data_dir), settings.security.token_ttl_s), before_turn)
 
     @app.get("/widget.js", include_in_schema=False)
     def widget() -> FileResponse:
@@ -74,6 +75,6 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
             def admin_off() -> str:
                 return ADMIN_OFF
 
-    ui = build_chat_ui(manager, settings.server.concurrency_limit, watcher.refresh if watcher else lambda: None, store)
+    ui = build_chat_ui(manager, settings.server.concurrency_limit, before_turn, store)
     ui.queue(default_concurrency_limit=settings.server.concurrency_limit)
     return gr.mount_gradio_app(app, ui, path="/", footer_links=["api"])

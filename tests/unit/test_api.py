@@ -7,8 +7,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from chatbot.embeddings import FakeEmbeddings
+from chatbot.kb import KnowledgeBase, Upload
 from chatbot.llm import FakeChatModel
-from chatbot.runtime import build_dialogue_manager
+from chatbot.runtime import IndexWatcher, build_dialogue_manager
 from chatbot.store import Store, database_url
 from chatbot.web.app import create_app
 from chatbot.web.security import RateLimiter, Tokens, load_secret
@@ -23,7 +25,8 @@ def env(settings):
     store = Store(database_url("", settings.data_dir))
     shop = store.create_site_key("Shop", [SHOP]).key
     other = store.create_site_key("Other", [OTHER]).key
-    client = TestClient(create_app(build_dialogue_manager(settings, FakeChatModel())))
+    manager = build_dialogue_manager(settings, FakeChatModel())
+    client = TestClient(create_app(manager, IndexWatcher(KnowledgeBase(settings, FakeEmbeddings()), manager)))
     return client, store, shop, other, settings
 
 
@@ -190,3 +193,16 @@ def test_a_handoff_posts_a_notice_to_the_webhook(settings):
 def test_the_api_is_described_in_openapi(env):
     paths = env[0].get("/openapi.json").json()["paths"]
     assert {"/api/session", "/api/conversations", "/api/conversations/{conversation_id}/messages"} <= set(paths)
+
+
+def test_an_answer_after_a_removal_in_another_process_never_uses_the_removed_document(env):
+    client, _, shop, _, settings = env
+    headers = session(client, shop)
+    conversation = client.post("/api/conversations", headers=headers).json()["id"]
+    other_process = KnowledgeBase(settings, FakeEmbeddings())
+    other_process.add([Upload("vouchers.csv", b"question,answer\nDo you sell paper gift vouchers?,Yes: paper vouchers.\n")])
+    ask = lambda: events(client.post(f"/api/conversations/{conversation}/messages", json={"content": "Do you sell paper gift vouchers?"}, headers=headers))[-1][1]  # noqa: E731
+    first = ask()
+    assert first["sources"] and first["sources"][0]["source"] == "vouchers.csv", first  # the next turn, with no wait
+    other_process.remove("vouchers.csv")
+    assert all(s["source"] != "vouchers.csv" for s in ask()["sources"])
