@@ -17,31 +17,22 @@ visitor and per site key (429 with `Retry-After`). Errors are JSON: `{"error": "
 from __future__ import annotations
 
 import json
-import logging
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from chatbot.dialogue import DialogueManager
 from chatbot.errors import UserError
+from chatbot.handoff import asks_for_a_person, hand_off
 from chatbot.language import detect_language
 from chatbot.store import Conversation, Store
 from chatbot.web.security import RateLimiter, TokenError, Tokens, Visitor
 
-log = logging.getLogger(__name__)
-# A customer asking for a person, in English or Chinese.
-HANDOFF_REQUEST = re.compile(
-    r"\b(talk|speak|chat|connect me)\b.{0,20}\b(human|person|agent|someone|representative|staff)\b|\b(real|live) (person|agent|human)\b"
-    r"|^\s*(human|agent|operator)\s*[.!?]*\s*$|转人工|人工客服|真人|找人工|人工服务",
-    re.IGNORECASE,
-)
 _VISITOR = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -163,7 +154,7 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
         question = store.add_message(conversation.id, "user", content, lang=lang)
         if conversation.status == "handoff":
             return _sse([("queued", {"status": "handoff", "message_id": question.id})])
-        if HANDOFF_REQUEST.search(content):
+        if asks_for_a_person(content):
             return _sse(_hand_off(conversation, lang, question.id))
         return StreamingResponse(_answer(conversation.id, content, history, question.id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -188,11 +179,8 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
         yield _event("done", {"message_id": stored.id, "question_id": question_id, "mode": reply.mode, "sources": sources, "offer_handoff": reply.mode == "abstain"})
 
     def _hand_off(conversation: Conversation, lang: str, question_id: int | None = None) -> list[tuple[str, dict]]:
-        store.set_status(conversation.id, "handoff")
-        text = manager.prompts.render("handoff", lang=lang)
-        stored = store.add_message(conversation.id, "assistant", text, mode="handoff", lang=lang)
-        _notify(settings.handoff.webhook_url, settings.handoff.webhook_timeout_s, conversation)
-        return [("token", {"text": text}), ("done", {"message_id": stored.id, "question_id": question_id, "mode": "handoff", "sources": [], "status": "handoff"})]
+        notice = hand_off(store, manager.prompts, settings, conversation, lang)
+        return [("token", {"text": notice.content}), ("done", {"message_id": notice.id, "question_id": question_id, "mode": "handoff", "sources": [], "status": "handoff"})]
 
     @router.post("/conversations/{conversation_id}/handoff")
     def handoff(conversation_id: str, who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
@@ -244,18 +232,3 @@ def _event(name: str, data: dict) -> str:
 
 def _sse(events: list[tuple[str, dict]]) -> StreamingResponse:
     return StreamingResponse(iter([_event(n, d) for n, d in events]), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _notify(url: str, timeout: float, conversation: Conversation) -> None:
-    """POST the handoff notice to the webhook, in the background; a failure is logged, never raised."""
-    if not url:
-        return
-    notice = {"event": "handoff", "conversation_id": conversation.id, "site_key": conversation.site_key}
-
-    def send() -> None:
-        try:
-            httpx.post(url, json=notice, timeout=timeout).raise_for_status()
-        except httpx.HTTPError as e:
-            log.warning("handoff webhook %s failed: %s", url, e)
-
-    threading.Thread(target=send, name="handoff-webhook", daemon=True).start()
