@@ -75,6 +75,6 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
             def admin_off() -> str:
                 return ADMIN_OFF
 
-    ui = build_chat_ui(manager, settings.server.concurrency_limit, before_turn, store)
+    ui = build_chat_ui(manager, store, settings.server.concurrency_limit, before_turn)
     ui.queue(default_concurrency_limit=settings.server.concurrency_limit)
     return gr.mount_gradio_app(app, ui, path="/", footer_links=["api"])

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import gradio as gr
 
 from chatbot.dialogue import DialogueManager, Reply
 from chatbot.errors import UserError
+from chatbot.handoff import asks_for_a_person, hand_off
 from chatbot.language import detect_language
 from chatbot.store import Store
 
@@ -29,6 +30,7 @@ EXAMPLES = [
     "已经拆封的商品可以退货吗？",
     "如何重置密码？",
 ]
+_AGENT_LABEL = "Agent · 客服"
 CHAT_PAGE = "chat-page"  # the store's site key and visitor for conversations on this page
 _SOURCES_LABEL = {"en": "Sources", "zh": "来源"}
 _MODE_NOTE = {
@@ -58,58 +60,97 @@ def sources_footer(reply: Reply) -> str:
     return "\n".join(lines)
 
 
-def build_chat_ui(
-    manager: DialogueManager, concurrency_limit: int, before_turn: Callable[[], object] = lambda: None, store: Store | None = None,
-) -> gr.Blocks:
-    """The chat page. `concurrency_limit` chat events run at once (Gradio's default is 1);
-    `before_turn` runs before each answer (moving onto a new index version); with a `store`, every
-    turn is stored (site key `chat-page`) and the admin page lists it."""
+def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int, before_turn: Callable[[], object] = lambda: None) -> gr.Blocks:
+    """The chat page. Every turn is stored (site key `chat-page`), so the admin page lists it.
+    `concurrency_limit` chat events run at once (Gradio's default is 1); `before_turn` runs before
+    each answer (moving onto a new index version). A customer who asks for a person (button or
+    words) is handed off: the bot stays quiet and the admin's replies appear, polled every 3 s."""
 
-    def record(stored: str, role: str, text: str, **fields) -> str:  # noqa: ANN003
-        if store is None or not text.strip():
-            return stored
+    def record(stored: str, role: str, text: str, **fields) -> str:
         stored = stored or store.create_conversation(CHAT_PAGE, CHAT_PAGE).id
-        store.add_message(stored, role, text, **fields)
+        if text.strip():
+            store.add_message(stored, role, text, **fields)
         return stored
 
-    def respond(message: str, chat: list[dict], conversation: list[dict], stored: str) -> Iterator[tuple[str, list[dict], list[dict], str]]:
+    def handed_off(chat: list[dict], stored: str, lang: str) -> tuple[list[dict], int]:
+        conversation = store.conversation(stored)
+        assert conversation is not None
+        notice = hand_off(store, manager.prompts, manager.settings, conversation, lang)
+        return [*chat, {"role": "assistant", "content": as_text(notice.content)}], notice.id
+
+    def respond(message: str, chat: list[dict], conversation: list[dict], stored: str, seen: int):
         chat = [*chat, {"role": "user", "content": as_text(message)}]
-        stored = record(stored, "user", (message or "").strip()[:20000], lang=detect_language(message or ""))
+        question = (message or "").strip()
+        lang = detect_language(question)
+        stored = record(stored, "user", question[:20000], lang=lang)
+        state = store.conversation(stored)
+        if state is not None and state.status == "handoff":  # a person has it: the bot stays quiet
+            yield "", chat, conversation, stored, seen, gr.Timer(active=True)
+            return
+        if question and asks_for_a_person(question):
+            chat, seen = handed_off(chat, stored, lang)
+            yield "", chat, conversation, stored, seen, gr.Timer(active=True)
+            return
         try:
             before_turn()
             reply = manager.respond(message, conversation)
         except UserError as e:
-            stored = record(stored, "assistant", str(e), mode="refused") if (message or "").strip() else stored
-            yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored
+            stored = record(stored, "assistant", str(e), mode="refused") if question else stored
+            yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
             return
         except Exception:
             log.exception("answering failed")
-            text = manager.prompts.render("error", lang=detect_language(message))
-            yield message, [*chat, {"role": "assistant", "content": text}], conversation, stored
+            text = manager.prompts.render("error", lang=lang)
+            yield message, [*chat, {"role": "assistant", "content": text}], conversation, stored, seen, gr.skip()
             return
         answer = {"role": "assistant", "content": ""}
         chat.append(answer)
         for piece in reply:
             answer["content"] += as_text(piece)
-            yield "", chat, conversation, stored
+            yield "", chat, conversation, stored, seen, gr.skip()
         answer["content"] = as_text(reply.text) + sources_footer(reply)
-        conversation = [*conversation, {"role": "user", "content": message.strip()}, {"role": "assistant", "content": reply.text}]
+        conversation = [*conversation, {"role": "user", "content": question}, {"role": "assistant", "content": reply.text}]
         stored = record(stored, "assistant", reply.text, mode=reply.mode, lang=reply.lang, sources=[s.as_dict() for s in reply.sources], timings=reply.timings)
-        yield "", chat, conversation, stored
+        yield "", chat, conversation, stored, seen, gr.skip()
+
+    def ask_for_person(chat: list[dict], conversation: list[dict], stored: str, seen: int):
+        stored = record(stored, "user", "")
+        state = store.conversation(stored)
+        if state is not None and state.status == "handoff":
+            return chat, stored, seen, gr.Timer(active=True)
+        last = next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "")
+        chat, seen = handed_off(chat, stored, detect_language(last))
+        return chat, stored, seen, gr.Timer(active=True)
+
+    def poll(chat: list[dict], stored: str, seen: int):
+        """The admin's new replies; the timer stops once the conversation is handed back."""
+        state = store.conversation(stored) if stored else None
+        if state is None:
+            return gr.skip(), seen, gr.Timer(active=False)
+        new = store.messages(stored, after=seen)
+        replies = [{"role": "assistant", "content": f"**{_AGENT_LABEL}:** {as_text(m.content)}"} for m in new if m.role == "agent"]
+        seen = max([seen, *(m.id for m in new)])
+        return ([*chat, *replies] if replies else gr.skip()), seen, gr.Timer(active=state.status == "handoff")
 
     with gr.Blocks(title="Kefu · customer service") as ui:
         gr.Markdown(f"## {manager.business} · customer service / 客服\nAsk in English or Chinese. 可以用中文或英文提问。")
         chat = gr.Chatbot(label="Chat", height=520, feedback_options=None, buttons=["copy"])
         conversation = gr.State([])
         stored = gr.State("")  # the conversation's id in the store
+        seen = gr.State(0)  # the newest stored message shown, for the admin's replies
+        timer = gr.Timer(3, active=False)
         with gr.Row():
             box = gr.Textbox(placeholder="Type your question… / 请输入您的问题…", show_label=False, scale=8, max_lines=6, autofocus=True)
             send = gr.Button("Send · 发送", variant="primary", scale=1)
-        new = gr.Button("New conversation · 新对话", size="sm")
+        with gr.Row():
+            new = gr.Button("New conversation · 新对话", size="sm")
+            person = gr.Button("Talk to a person · 转人工", size="sm")
         gr.Examples(EXAMPLES, inputs=box, label="Examples · 示例问题")
-        io = dict(fn=respond, inputs=[box, chat, conversation, stored], outputs=[box, chat, conversation, stored])
+        io = dict(fn=respond, inputs=[box, chat, conversation, stored, seen], outputs=[box, chat, conversation, stored, seen, timer])
         limits = dict(concurrency_limit=concurrency_limit, concurrency_id="chat", show_progress="hidden")
         box.submit(**io, **limits, api_name="chat")
         send.click(**io, **limits, api_visibility="private")
-        new.click(lambda: ("", [], [], ""), outputs=[box, chat, conversation, stored], api_name="new_conversation")
+        person.click(ask_for_person, inputs=[chat, conversation, stored, seen], outputs=[chat, stored, seen, timer], api_name="talk_to_a_person")
+        timer.tick(poll, inputs=[chat, stored, seen], outputs=[chat, seen, timer], show_progress="hidden", api_visibility="private")
+        new.click(lambda: ("", [], [], "", 0, gr.Timer(active=False)), outputs=[box, chat, conversation, stored, seen, timer], api_name="new_conversation")
     return ui

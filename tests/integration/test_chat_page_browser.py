@@ -33,3 +33,28 @@ def test_a_question_gets_a_streamed_cited_answer_in_the_page(server, browser, tm
     shot_dir = Path(os.environ.get("KEFU_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(shot_dir / "chat.png"))
+
+
+def test_a_customer_asking_for_a_person_is_handed_off_and_sees_the_admins_reply(server, serve_data, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from chatbot.store import Store, database_url
+
+    question = "Can I talk to a human about my order 4711?"
+    browser.get(server)
+    box = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "textarea"))
+    box.send_keys(question, Keys.ENTER)
+    page = lambda d: d.execute_script("return document.body.innerText")  # noqa: E731
+    WebDriverWait(browser, 60).until(lambda d: "asked a person from our team to take over" in page(d))
+    store = Store(database_url("", serve_data))
+    conversation = next(r for r in store.list_conversations("handoff") if r["first"] == question)
+    browser.find_element(By.CSS_SELECTOR, "textarea").send_keys("Are you there?", Keys.ENTER)
+    WebDriverWait(browser, 30).until(lambda d: "Are you there?" in page(d))
+    store.add_message(conversation["id"], "agent", "Hello, this is Mia. Order 4711 ships today.")
+    WebDriverWait(browser, 30).until(lambda d: "Hello, this is Mia. Order 4711 ships today." in page(d))
+    text = page(browser)
+    assert "Agent · 客服" in text
+    assert text.count("Sources") == 0  # the bot stayed quiet: no answer to "Are you there?"
+    assert [m.role for m in store.messages(conversation["id"])] == ["user", "assistant", "user", "agent"]
