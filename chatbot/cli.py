@@ -150,16 +150,18 @@ def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
-    kb = _knowledge_base(settings)
-    index = kb.live()
-    docs = kb.documents(index)
+    from chatbot.index import live_manifest
+
+    _knowledge_base(settings)
+    manifest = live_manifest(settings.index_dir) or {}
+    docs = manifest.get("documents", [])
     if args.json:
         print(json.dumps(docs, ensure_ascii=False))
         return 0
-    print(f"index version {index.version}: {len(docs)} documents, {len(index.chunks)} chunks")
+    print(f"index version {manifest.get('version')}: {len(docs)} documents, {manifest.get('chunks', 0)} chunks")
     for d in docs:
         print(f"{d['id']}  {d['name']}  {d['type']}  {d['chunks']} chunks  {d['size'] / 1024:.1f} KB  added {d['added']}  ({d['origin']})")
-    for error in index.manifest.get("refused", []):
+    for error in manifest.get("refused", []):
         print(f"refused from the knowledge folder: {error}")
     return 0
 
@@ -174,7 +176,7 @@ def _kb_remove(settings: Settings, args: argparse.Namespace) -> int:
 def _kb_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     kb = _knowledge_base(settings, True)
     report = kb.rebuild(_progress_printer(True))
-    index = kb.live()
+    index = report.index
     print(f"rebuilt index {index.version}: {len(kb.documents(index))} documents, {len(index.chunks)} chunks with {index.manifest['embedder']} in {settings.index_dir}")
     for error in report.refused + index.manifest.get("refused", []):
         print(f"refused: {error}")

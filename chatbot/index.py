@@ -54,7 +54,7 @@ class KnowledgeIndex:
         self._passages = passages
         self._questions = questions
         self._bm25 = bm25
-        self._faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
+        self.faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
         self.manifest = manifest
         self.vectors = passages.reconstruct_n(0, passages.ntotal) if passages.ntotal else np.zeros((0, manifest["dims"]), np.float32)
         by_title: dict[str, list[int]] = {}
@@ -125,10 +125,10 @@ class KnowledgeIndex:
 
     def best_faq(self, query_vector: list[float]) -> Hit | None:
         """The curated FAQ whose question is most similar to the query, if there are FAQs."""
-        if not self._faq_rows:
+        if not self.faq_rows:
             return None
         scores, rows = self._questions.search(np.asarray([query_vector], dtype=np.float32), 1)
-        row = self._faq_rows[int(rows[0][0])]
+        row = self.faq_rows[int(rows[0][0])]
         return Hit(self.chunks[row], float(scores[0][0]), row)
 
     def save(self, index_dir: Path, checkpoint=lambda name: None) -> Path:
@@ -154,7 +154,7 @@ class KnowledgeIndex:
         os.replace(tmp, final)
         _fsync(versions)
         checkpoint("before-swap")
-        _atomic_write(index_dir / "CURRENT", self.version)
+        atomic_write(index_dir / "CURRENT", self.version.encode())
         checkpoint("after-swap")
         _remove_old_versions(versions, live=self.version)
         return final
@@ -183,6 +183,18 @@ class KnowledgeIndex:
         return cls(chunks, passages, questions, bm25, manifest)
 
 
+def live_manifest(index_dir: Path) -> dict | None:
+    """The live version's manifest alone (its documents, embedder, counts), or None when there is
+    no index: what listing needs, without loading FAISS and BM25."""
+    version = current_version(index_dir)
+    if version is None:
+        return None
+    try:
+        return json.loads((index_dir / "versions" / version / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise KnowledgeIndexError(f"the index version {version} is unreadable ({e}); run `chatbot kb rebuild`") from e
+
+
 def current_version(index_dir: Path) -> str | None:
     """The live version's name, or None when there is no index."""
     try:
@@ -207,10 +219,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old file or the new one, never half:
+    a temporary file, fsynced, renamed over it, and the folder fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
+    with tmp.open("wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -39,7 +39,13 @@ from chatbot.config import Settings
 from chatbot.embeddings import embedder_name
 from chatbot.errors import KnowledgeIndexError, UserError
 from chatbot.formats import SUFFIXES
-from chatbot.index import CHUNKER_VERSION, KnowledgeIndex, current_version
+from chatbot.index import (
+    CHUNKER_VERSION,
+    KnowledgeIndex,
+    atomic_write,
+    current_version,
+    live_manifest,
+)
 from chatbot.ingest import IngestError, document_id, read_document
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,7 @@ class Report:
     version: str | None = None
     seconds: float = 0.0
     embedded_chunks: int = 0
+    index: KnowledgeIndex | None = field(default=None, repr=False)  # the version made live, in memory
 
     @property
     def changed(self) -> bool:
@@ -113,9 +120,10 @@ class KnowledgeBase:
         raise AssertionError("unreachable")
 
     def documents(self, index: KnowledgeIndex | None = None) -> list[dict]:
-        """The catalogue: one entry per document (id, name, type, chunks, size, added, origin)."""
-        index = index or self.live()
-        return list(index.manifest.get("documents", []))
+        """The catalogue: one entry per document (id, name, type, chunks, size, added, origin), of
+        `index` or else of the live version (its manifest alone is read)."""
+        manifest = index.manifest if index is not None else live_manifest(self.index_dir) or {}
+        return list(manifest.get("documents", []))
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -153,6 +161,7 @@ class KnowledgeBase:
             uploads, gone = self._folder_changes(knowledge_dir, live)
             if live is None or uploads or gone:
                 report = self._update(live, uploads, gone, progress, folder_sync=True)
+                live = report.index or live
                 for error in report.refused:
                     log.warning("skipped a knowledge file: %s", error)
                 if report.changed:
@@ -160,7 +169,8 @@ class KnowledgeBase:
                         "knowledge folder: %d added, %d replaced, %d removed; index %s",
                         len(report.added), len(report.replaced), len(report.removed), report.version,
                     )
-        return self.live()
+        assert live is not None  # an empty base was refused by _update
+        return live
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -192,8 +202,7 @@ class KnowledgeBase:
         live = self._live_or_none()
         if live is not None and not self._compatible(live):
             log.info("the index was made with another embedder or chunker; re-embedding every document")
-            self._rebuild(live, progress)
-            live = self._live_or_none()
+            live = self._rebuild(live, progress).index
         return live
 
     def _compatible(self, index: KnowledgeIndex) -> bool:
@@ -213,8 +222,9 @@ class KnowledgeBase:
             name = path.relative_to(knowledge_dir).as_posix()
             present.add(name)
             data = path.read_bytes()
+            doc_id = document_id(data)
             known = docs.get(name)
-            if known and (known["id"] == document_id(data) or known.get("origin") != "folder") or document_id(data) in tombstones:
+            if known and (known["id"] == doc_id or known.get("origin") != "folder") or doc_id in tombstones:
                 continue  # unchanged, replaced by an admin's upload, or removed by an admin
             uploads.append(Upload(name, data, origin="folder"))
         gone = {d["id"] for name, d in docs.items() if d.get("origin") == "folder" and name not in present}
@@ -280,16 +290,17 @@ class KnowledgeBase:
             if old is None:
                 report.added.append(entry)
         checkpoint("after-originals")
-        report.refused = sorted(set(report.refused), key=report.refused.index)
+        report.refused = list(dict.fromkeys(report.refused))  # the same bad file twice: said once
         if not (report.added or report.replaced or report.removed) and live is not None:
             report.version, report.seconds = live.version, time.perf_counter() - started
             return report
         # Chunks in catalogue order: kept ones with their stored vectors, new ones embedded.
-        kept = [i for i, c in enumerate(live.chunks) if c.metadata.get("doc_id") in docs] if live else []
-        chunks = [live.chunks[i] for i in kept] if live else []
-        vectors = [live.vectors[kept]] if live else []
-        faq_kept = [i for i, r in enumerate(_faq_rows(live.chunks)) if r in set(kept)] if live else []
-        question_vectors = [live.question_vectors[faq_kept]] if live else []
+        chunks, vectors, question_vectors = [], [], []
+        if live is not None:
+            kept = [i for i, c in enumerate(live.chunks) if c.metadata.get("doc_id") in docs]
+            chunks = [live.chunks[i] for i in kept]
+            vectors = [live.vectors[kept]]
+            question_vectors = [live.question_vectors[[n for n, row in enumerate(live.faq_rows) if live.chunks[row].metadata.get("doc_id") in docs]]]
         fresh = [c for doc_chunks in new_chunks.values() for c in doc_chunks]
         if fresh:
             vecs, qvecs = self._embed(fresh, report_progress)
@@ -307,7 +318,7 @@ class KnowledgeBase:
         }
         index.save(self.index_dir, checkpoint)
         self._collect_originals(docs)
-        report.version, report.embedded_chunks = index.version, len(fresh)
+        report.version, report.embedded_chunks, report.index = index.version, len(fresh), index
         report.seconds = time.perf_counter() - started
         report_progress(1.0, f"index {index.version} is live")
         log.info("knowledge base: version %s, %d documents, %d chunks (%d embedded) in %.1f s", index.version, len(docs), len(chunks), len(fresh), report.seconds)
@@ -323,7 +334,9 @@ class KnowledgeBase:
             )
         parsed, chunks = read_document(name, upload.data)
         sha = hashlib.sha256(upload.data).hexdigest()
-        _write_once(self.originals / sha, upload.data)
+        original = self.originals / sha
+        if not original.is_file():  # content-addressed: a file already there is this content
+            atomic_write(original, upload.data)
         entry = {
             "id": document_id(upload.data), "name": name, "type": parsed.type, "title": parsed.title,
             "chunks": len(chunks), "size": len(upload.data), "sha256": sha, "origin": upload.origin,
@@ -356,23 +369,6 @@ class KnowledgeBase:
         for path in self.originals.iterdir() if self.originals.is_dir() else []:
             if path.name not in used and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
-
-
-def _faq_rows(chunks: list[Document]) -> list[int]:
-    return [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
-
-
-def _write_once(path: Path, data: bytes) -> None:
-    """Write a content-addressed file atomically (temporary file, fsync, rename) unless present."""
-    if path.is_file() and path.stat().st_size == len(data):
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def checkpoint(name: str) -> None:

@@ -194,21 +194,24 @@ class Store:
     # --- the admin's views ---------------------------------------------------------------------------
 
     def list_conversations(self, only: str = "all", limit: int = 200) -> list[dict]:
-        """Newest first, with counts; `only`: all | abstained | handoff | thumbs_down."""
+        """Newest first, with counts; `only`: all | abstained | handoff | thumbs_down. One query."""
+        first = (
+            select(Message.content).where(Message.conversation_id == Conversation.id, Message.role == "user")
+            .order_by(Message.id).limit(1).correlate(Conversation).scalar_subquery()
+        )
+        count = select(func.count(Message.id)).where(Message.conversation_id == Conversation.id).correlate(Conversation).scalar_subquery()
+        query = select(Conversation, first, count).order_by(Conversation.updated.desc()).limit(limit)
+        if only == "handoff":
+            query = query.where(Conversation.status == "handoff")
+        elif only == "abstained":
+            query = query.where(Conversation.id.in_(select(Message.conversation_id).where(Message.mode == "abstain")))
+        elif only == "thumbs_down":
+            query = query.where(Conversation.id.in_(select(Feedback.conversation_id).where(Feedback.rating < 0)))
         with self._session() as s:
-            query = select(Conversation).order_by(Conversation.updated.desc()).limit(limit)
-            if only == "handoff":
-                query = query.where(Conversation.status == "handoff")
-            elif only == "abstained":
-                query = query.where(Conversation.id.in_(select(Message.conversation_id).where(Message.mode == "abstain")))
-            elif only == "thumbs_down":
-                query = query.where(Conversation.id.in_(select(Feedback.conversation_id).where(Feedback.rating < 0)))
-            rows = []
-            for c in s.scalars(query):
-                first = s.scalars(select(Message.content).where(Message.conversation_id == c.id, Message.role == "user").order_by(Message.id).limit(1)).first()
-                count = s.scalar(select(func.count()).select_from(Message).where(Message.conversation_id == c.id))
-                rows.append({"id": c.id, "status": c.status, "updated": c.updated, "messages": count, "first": first or "", "site_key": c.site_key})
-            return rows
+            return [
+                {"id": c.id, "status": c.status, "updated": c.updated, "messages": n, "first": text or "", "site_key": c.site_key}
+                for c, text, n in s.execute(query)
+            ]
 
     def daily_counts(self, days: int = 30) -> list[dict]:
         """Per day: conversations started, answers given, abstains, handoffs."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from chatbot.errors import ChatbotError
+from chatbot.index import live_manifest
 from chatbot.kb import KnowledgeBase, Report, Upload
 from chatbot.runtime import IndexWatcher
 from chatbot.store import Store
@@ -27,14 +28,15 @@ COLUMNS = ["id", "name", "type", "chunks", "size", "added", "status"]
 
 
 def document_rows(kb: KnowledgeBase) -> tuple[list[list], str]:
-    """The table rows (documents, then files the knowledge folder could not give) and a summary."""
-    index = kb.live()
-    docs = kb.documents(index)
+    """The table rows (documents, then files the knowledge folder could not give) and a summary,
+    from the live version's manifest (FAISS and BM25 are not loaded for this)."""
+    manifest = live_manifest(kb.index_dir) or {}
+    docs = manifest.get("documents", [])
     rows = [[d["id"], d["name"], d["type"], d["chunks"], _size(d["size"]), d["added"].replace("T", " "), f"indexed ({d['origin']})"] for d in docs]
-    rows += [["", error.split(": ", 1)[0], "", 0, "", "", "refused: " + error.split(": ", 1)[-1]] for error in index.manifest.get("refused", [])]
+    rows += [["", error.split(": ", 1)[0], "", 0, "", "", "refused: " + error.split(": ", 1)[-1]] for error in manifest.get("refused", [])]
     summary = (
-        f"**Index version** `{index.version}` · {len(docs)} documents · {len(index.chunks)} chunks · "
-        f"embedder `{index.manifest['embedder']}` · made {index.manifest['created']}"
+        f"**Index version** `{manifest.get('version')}` · {len(docs)} documents · {manifest.get('chunks', 0)} chunks · "
+        f"embedder `{manifest.get('embedder')}` · made {manifest.get('created')}"
     )
     return rows, summary
 

@@ -16,6 +16,13 @@ import pytest
 from chatbot.config import load_settings
 
 
+def clean_env(data_dir=None) -> dict:
+    """This process's environment without any CHATBOT_ setting (the default profile as shipped),
+    with CHATBOT_DATA_DIR when `data_dir` is given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    return env | ({"CHATBOT_DATA_DIR": str(data_dir)} if data_dir is not None else {})
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
@@ -23,8 +30,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def default_settings(data_dir):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-    return load_settings("default", environ=env, overrides={"data_dir": str(data_dir)})
+    return load_settings("default", environ=clean_env(), overrides={"data_dir": str(data_dir)})
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +42,7 @@ def manager(default_settings):
 
 @pytest.fixture
 def cli_env(data_dir):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-    return env | {"CHATBOT_DATA_DIR": str(data_dir)}
+    return clean_env(data_dir)
 
 
 def _free_port() -> int:
@@ -57,9 +62,8 @@ def serve_data(tmp_path_factory):
 
 def run_cli(*args: str, data_dir, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`chatbot ARGS` in a new process on the default profile with `data_dir`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
     return subprocess.run(
-        [sys.executable, "-m", "chatbot.cli", *args], env=base | {"CHATBOT_DATA_DIR": str(data_dir)} | (env or {}),
+        [sys.executable, "-m", "chatbot.cli", *args], env=clean_env(data_dir) | (env or {}),
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -67,11 +71,10 @@ def run_cli(*args: str, data_dir, env: dict | None = None, timeout: float = 600)
 def start_server(data_dir, log_path, env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """`chatbot serve` on the default profile in a new process, once /healthz answers: (process, url)."""
     port = port or _free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
     log = open(log_path, "a")  # noqa: SIM115 - the server writes to it for its whole life
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)],
-        env=base | {"CHATBOT_DATA_DIR": str(data_dir)} | (env or {}), stdout=log, stderr=subprocess.STDOUT,
+        env=clean_env(data_dir) | (env or {}), stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300

@@ -46,7 +46,7 @@ def test_a_customer_asking_for_a_person_is_handed_off_and_sees_the_admins_reply(
     browser.get(server)
     box = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "textarea"))
     box.send_keys(question, Keys.ENTER)
-    page = lambda d: d.execute_script("return document.body.innerText")  # noqa: E731
+    page = lambda d: d.execute_script("return document.body.innerText")
     WebDriverWait(browser, 60).until(lambda d: "asked a person from our team to take over" in page(d))
     store = Store(database_url("", serve_data))
     conversation = next(r for r in store.list_conversations("handoff") if r["first"] == question)

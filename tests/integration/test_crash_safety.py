@@ -5,7 +5,6 @@ and running the update again completes it."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 import pytest
 
 from tests import files
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import clean_env, run_cli
 
 pytestmark = pytest.mark.slow
 QUESTION = "Do you offer a plant-sitting service while I travel?"
@@ -81,8 +80,7 @@ def test_an_ingest_killed_at_a_moment_chosen_by_the_clock_loses_nothing(data_dir
     for name, data in files.mixed_corpus(20, seed=3):
         (folder / name).write_bytes(data)
     before = _current(data_dir)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")} | {"CHATBOT_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "kb", "add", str(folder)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "kb", "add", str(folder)], env=clean_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # Kill once the embedding is under way: the first batch's progress line has been written.
     deadline = time.monotonic() + 120
     seen = b""

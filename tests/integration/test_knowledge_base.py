@@ -17,7 +17,7 @@ from chatbot.kb import KnowledgeBase
 from chatbot.lexical import tokenize
 from chatbot.retrieval import Retriever
 from tests import files
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import clean_env, run_cli
 
 pytestmark = pytest.mark.slow
 QUESTION = "Do you offer a plant-sitting service while I travel?"
@@ -31,10 +31,7 @@ def _ask_server(url: str, question: str) -> str:
 
 
 def _settings(data_dir):
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-    return load_settings("default", environ=env, overrides={"data_dir": str(data_dir)})
+    return load_settings("default", environ=clean_env(), overrides={"data_dir": str(data_dir)})
 
 
 def test_a_document_added_is_answered_cited_and_after_removal_no_retriever_anywhere_returns_it(server, serve_data, tmp_path):
@@ -77,9 +74,8 @@ def test_queries_keep_being_answered_while_a_large_upload_is_indexed(server, ser
     corpus = files.mixed_corpus(30, seed=11)
     for name, data in corpus:
         (folder / name).write_bytes(data)
-    env_base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CHATBOT_")}
     upload = subprocess.Popen(
-        [sys.executable, "-m", "chatbot.cli", "kb", "add", str(folder), "--json"], env=env_base | {"CHATBOT_DATA_DIR": str(serve_data)},
+        [sys.executable, "-m", "chatbot.cli", "kb", "add", str(folder), "--json"], env=clean_env(serve_data),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     answers = []
