@@ -122,7 +122,7 @@ def _knowledge_base(settings: Settings, progress: bool = False):
 
 
 def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
-    from chatbot.kb import Upload
+    from chatbot.kb import Upload, chunks_label
 
     uploads, missing = [], []
     for path in args.paths:
@@ -140,17 +140,18 @@ def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
     else:
         for label, docs in (("added", report.added), ("replaced", report.replaced)):
             for doc in docs:
-                print(f"{label}: {doc['name']} ({doc['type']}, {doc['chunks']} chunks, id {doc['id']})")
+                print(f"{label}: {doc['name']} ({doc['type']}, {chunks_label(doc['chunks'])}, id {doc['id']})")
         for name in report.unchanged:
             print(f"unchanged: {name} (already in the knowledge base)")
         for error in report.refused:
             print(f"refused: {error}")
-        print(f"index version {report.version} ({report.embedded_chunks} chunks embedded in {report.seconds:.1f} s)")
+        print(f"index version {report.version} ({chunks_label(report.embedded_chunks)} embedded in {report.seconds:.1f} s)")
     return 1 if report.refused else 0
 
 
 def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
     from chatbot.index import live_manifest
+    from chatbot.kb import chunks_label
 
     _knowledge_base(settings)
     manifest = live_manifest(settings.index_dir) or {}
@@ -160,16 +161,18 @@ def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"index version {manifest.get('version')}: {len(docs)} documents, {manifest.get('chunks', 0)} chunks")
     for d in docs:
-        print(f"{d['id']}  {d['name']}  {d['type']}  {d['chunks']} chunks  {d['size'] / 1024:.1f} KB  added {d['added']}  ({d['origin']})")
+        print(f"{d['id']}  {d['name']}  {d['type']}  {chunks_label(d['chunks'])}  {d['size'] / 1024:.1f} KB  added {d['added']}  ({d['origin']})")
     for error in manifest.get("refused", []):
         print(f"refused from the knowledge folder: {error}")
     return 0
 
 
 def _kb_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.kb import chunks_label
+
     report = _knowledge_base(settings).remove(*args.ids)
     for doc in report.removed:
-        print(f"removed: {doc['name']} (id {doc['id']}, {doc['chunks']} chunks); index version {report.version}")
+        print(f"removed: {doc['name']} (id {doc['id']}, {chunks_label(doc['chunks'])}); index version {report.version}")
     return 0
 
 

@@ -197,7 +197,16 @@ def _cell(row: list, column: int | None) -> str:
 
 
 def _read_csv(name: str, data: bytes, title: str) -> tuple[str, list[Part]]:
-    rows = list(csv.reader(io.StringIO(decode_text(name, data))))
+    reader = csv.reader(io.StringIO(decode_text(name, data)))
+    rows = []
+    for row in reader:
+        if rows and len(row) > len(rows[0]) and any(cell.strip() for cell in row[len(rows[0]) :]):
+            # An unquoted comma: the rest of the answer would be cut off without a word.
+            raise IngestError(
+                f"{name}: line {reader.line_num} has {len(row)} cells but the header has {len(rows[0])}; put text that "
+                f'contains commas in double quotes ("Yes, we do") and upload it again'
+            )
+        rows.append(row)
     return title, faq_rows(name, rows[0] if rows else [], rows[1:])
 
 

@@ -84,6 +84,10 @@ class Report:
         return {k: getattr(self, k) for k in ("added", "replaced", "removed", "unchanged", "refused", "version", "seconds", "embedded_chunks")}
 
 
+def chunks_label(n: int) -> str:
+    return "1 chunk" if n == 1 else f"{n} chunks"
+
+
 def check_name(name: str) -> str:
     """A document name as given (a relative POSIX path); an IngestError for anything that could
     point outside the knowledge base or hide what it is."""

@@ -18,7 +18,7 @@ import gradio as gr
 
 from chatbot.errors import ChatbotError
 from chatbot.index import live_manifest
-from chatbot.kb import KnowledgeBase, Report, Upload
+from chatbot.kb import KnowledgeBase, Report, Upload, chunks_label
 from chatbot.runtime import IndexWatcher
 from chatbot.store import Store
 from chatbot.web.chat_ui import as_text
@@ -32,7 +32,7 @@ def document_rows(kb: KnowledgeBase) -> tuple[list[list], str]:
     from the live version's manifest (FAISS and BM25 are not loaded for this)."""
     manifest = live_manifest(kb.index_dir) or {}
     docs = manifest.get("documents", [])
-    rows = [[d["id"], d["name"], d["type"], d["chunks"], _size(d["size"]), d["added"].replace("T", " "), f"indexed ({d['origin']})"] for d in docs]
+    rows = [[d["id"], d["name"], d["type"], d["chunks"], _size(d["size"]), d["added"][:16].replace("T", " "), f"indexed ({d['origin']})"] for d in docs]
     rows += [["", error.split(": ", 1)[0], "", 0, "", "", "refused: " + error.split(": ", 1)[-1]] for error in manifest.get("refused", [])]
     summary = (
         f"**Index version** `{manifest.get('version')}` · {len(docs)} documents · {manifest.get('chunks', 0)} chunks · "
@@ -45,10 +45,10 @@ def report_markdown(report: Report) -> str:
     """What an upload, removal or rebuild did, for the admin to read."""
     lines = []
     for label, docs in (("Added", report.added), ("Replaced", report.replaced), ("Removed", report.removed)):
-        lines += [f"- **{label}** {as_text(d['name'])} ({_chunks(d['chunks'])})" for d in docs]
+        lines += [f"- **{label}** {as_text(d['name'])} ({chunks_label(d['chunks'])})" for d in docs]
     lines += [f"- **Unchanged** {as_text(name)}: already in the knowledge base" for name in report.unchanged]
     lines += [f"- **Refused** {as_text(error)}" for error in report.refused]
-    lines.append(f"\nIndex version `{report.version}` is live ({_chunks(report.embedded_chunks)} embedded in {report.seconds:.1f} s).")
+    lines.append(f"\nIndex version `{report.version}` is live ({chunks_label(report.embedded_chunks)} embedded in {report.seconds:.1f} s).")
     return "\n".join(lines)
 
 
@@ -116,10 +116,6 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store) -> gr
         build_conversations_tab(store, ui)
         build_site_keys_tab(store, ui)
     return ui
-
-
-def _chunks(n: int) -> str:
-    return f"{n} chunk" if n == 1 else f"{n} chunks"
 
 
 def _size(n: int) -> str:

@@ -96,7 +96,8 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
             reply = manager.respond(message, conversation)
         except UserError as e:
             stored = record(stored, "assistant", str(e), mode="refused") if question else stored
-            yield "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
+            # An over-long message stays in the box to be shortened; nothing typed is lost.
+            yield message if question else "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
             return
         except Exception:
             log.exception("answering failed")

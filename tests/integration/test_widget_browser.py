@@ -103,6 +103,7 @@ def _shots() -> Path:
 
 def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_reload(host_page, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     browser.set_window_size(1200, 900)
     browser.get(host_page)
@@ -119,6 +120,12 @@ def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_re
 
     WebDriverWait(browser, 30).until(lambda _d: "warranty-policy.md" in _log_text(root))
     assert "How long is the warranty on a toaster?" in _log_text(root)
+
+    # An over-long message: the server's reason is shown and the text stays in the box, nothing lost.
+    root.find_element(By.CSS_SELECTOR, "textarea").send_keys("y" * 2500, Keys.ENTER)
+    WebDriverWait(browser, 30).until(lambda _d: "over the limit of 2000" in _log_text(root))
+    assert len(root.find_element(By.CSS_SELECTOR, "textarea").get_property("value")) == 2500
+    root.find_element(By.CSS_SELECTOR, "textarea").clear()
 
     browser.set_window_size(390, 844)  # a phone
     browser.refresh()

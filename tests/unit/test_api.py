@@ -166,7 +166,7 @@ def test_a_handoff_posts_a_notice_to_the_webhook(settings):
     received = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
@@ -201,7 +201,7 @@ def test_an_answer_after_a_removal_in_another_process_never_uses_the_removed_doc
     conversation = client.post("/api/conversations", headers=headers).json()["id"]
     other_process = KnowledgeBase(settings, FakeEmbeddings())
     other_process.add([Upload("vouchers.csv", b"question,answer\nDo you sell paper gift vouchers?,Yes: paper vouchers.\n")])
-    ask = lambda: events(client.post(f"/api/conversations/{conversation}/messages", json={"content": "Do you sell paper gift vouchers?"}, headers=headers))[-1][1]  # noqa: E731
+    ask = lambda: events(client.post(f"/api/conversations/{conversation}/messages", json={"content": "Do you sell paper gift vouchers?"}, headers=headers))[-1][1]
     first = ask()
     assert first["sources"] and first["sources"][0]["source"] == "vouchers.csv", first  # the next turn, with no wait
     other_process.remove("vouchers.csv")

@@ -4,7 +4,7 @@ their sections, pages are kept, and each bad file is refused with its name and w
 import pytest
 
 from chatbot import ingest
-from chatbot.ingest import read_document
+from chatbot.ingest import IngestError, read_document
 from chatbot.language import detect_language
 from tests import files
 
@@ -98,3 +98,10 @@ def test_text_in_utf8_with_or_without_bom_and_gb18030_or_gbk_is_read(encoding, n
 )
 def test_language_detection(text, lang):
     assert detect_language(text) == lang
+
+
+def test_a_csv_row_cut_by_an_unquoted_comma_is_refused_with_its_line():
+    with pytest.raises(IngestError, match=r'wrap.csv: line 3 has 3 cells but the header has 2; put text that contains commas in double quotes'):
+        read_document("wrap.csv", b"question,answer\nDo you ship?,Yes.\nDo you wrap gifts?,Yes: EUR 3, chosen at checkout.\n")
+    trailing = chunks("ok.csv", "question,answer\nDo you ship?,Yes.,,\n")  # empty cells after the answer are harmless
+    assert trailing[0].metadata["answer"] == "Yes."

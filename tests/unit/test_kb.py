@@ -127,7 +127,7 @@ def test_a_folder_document_an_admin_removed_stays_removed_until_its_file_changes
 
 
 def test_the_folder_is_mirrored_a_changed_file_replaced_and_a_deleted_one_removed(kb, knowledge_dir, settings):
-    (knowledge_dir / "en" / "faq.csv").write_text("question,answer\nDo you ship abroad?,Yes, to the whole EU.\n", encoding="utf-8")
+    (knowledge_dir / "en" / "faq.csv").write_text("question,answer\nDo you ship abroad?,\"Yes, to the whole EU.\"\n", encoding="utf-8")
     (knowledge_dir / "zh" / "faq.csv").unlink()
     kb.add([GIFT])  # an uploaded document is not the folder's to remove
     index = KnowledgeBase(settings, FakeEmbeddings()).open()

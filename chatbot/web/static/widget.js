@@ -100,7 +100,6 @@
   box.rows = 1;
   box.placeholder = T.placeholder;
   box.setAttribute("aria-label", T.placeholder);
-  box.maxLength = 2000;
   var send = el("button", "send", T.send);
   send.type = "submit";
   form.append(box, send);
@@ -236,12 +235,13 @@
       thumbs.appendChild(b);
     });
     node.appendChild(thumbs);
+    scroll();
   }
 
   function scroll() { log.scrollTop = log.scrollHeight; }
 
   // --- sending, streaming, handoff -------------------------------------------------------------
-  function ask(text) {
+  function ask(text) {  // on a refusal the text goes back into the box: nothing typed is lost
     if (busy || !text.trim()) return;
     busy = true;
     send.disabled = true;
@@ -267,6 +267,7 @@
       });
     }).catch(function (error) {
       note(error.message);
+      if (!box.value) box.value = text;
     }).then(function () {
       busy = false;
       send.disabled = false;
