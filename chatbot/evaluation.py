@@ -141,17 +141,18 @@ def evaluate_index(settings: Settings, index, embedder, queries: list[Query], pr
     """Run `queries` through the chat's retrieval and decision code over `index`; the report."""
     from tqdm import tqdm
 
-    from chatbot.dialogue import decide
+    from chatbot.dialogue import decide_by_settings
     from chatbot.retrieval import Retriever
+    from chatbot.runtime import turn_forms
 
-    retriever = Retriever(index, embedder, settings.retrieval)
+    retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
     ranks: dict[str, list[int | None]] = {"all": [], "first_turns": [], "follow_ups": []}
     abstained: dict[bool, list[bool]] = {True: [], False: []}
     latencies = []
     for query in tqdm(queries, desc="queries", disable=not progress, file=sys.stderr):
         retrieval = retriever.retrieve(query.question, query.history, k=max(KS))
         latencies.append(retrieval.elapsed_ms)
-        mode = decide(retrieval, settings.retrieval.faq_threshold, settings.retrieval.answer_threshold)
+        mode = decide_by_settings(retrieval, settings)
         abstained[query.in_scope].append(mode == "abstain")
         if query.in_scope:
             rank = first_gold_rank([h.chunk.metadata["id"] for h in retrieval.passages], query.gold_ids)

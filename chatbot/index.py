@@ -123,13 +123,18 @@ class KnowledgeIndex:
             return np.zeros(len(self.chunks), dtype=np.float32)
         return self._bm25.get_scores(tokens)
 
-    def best_faq(self, query_vector: list[float]) -> Hit | None:
-        """The curated FAQ whose question is most similar to the query, if there are FAQs."""
+    def best_faq(self, query_vector: list[float], part: tuple[int, int] | None = None) -> Hit | None:
+        """The curated FAQ whose question is most similar to the query, if there are FAQs; by the
+        cosine within the columns `part` (one model of `PairedEmbeddings`) when given."""
         if not self.faq_rows:
             return None
-        scores, rows = self._questions.search(np.asarray([query_vector], dtype=np.float32), 1)
-        row = self.faq_rows[int(rows[0][0])]
-        return Hit(self.chunks[row], float(scores[0][0]), row)
+        a, b = part or (0, self.vectors.shape[1])
+        q = np.asarray(query_vector, dtype=np.float32)[a:b]
+        questions = self.question_vectors[:, a:b]
+        scores = questions @ q / np.maximum(np.linalg.norm(questions, axis=1) * max(float(np.linalg.norm(q)), 1e-12), 1e-12)
+        best = int(np.argmax(scores))
+        row = self.faq_rows[best]
+        return Hit(self.chunks[row], float(scores[best]), row)
 
     def save(self, index_dir: Path, checkpoint=lambda name: None) -> Path:
         """Write this version beside the others and make it the live one. Call it with the

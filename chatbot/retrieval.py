@@ -2,11 +2,14 @@
 
 - Subject tracking: passages carry titles (the product, venue or document they belong to), and a
   conversation usually stays on the title it named last. When the question or an earlier turn names
-  a title, the search is restricted to that title's passages.
+  a title, the search is restricted to that title's passages, and the question is searched without
+  the title's name (inside its own passages the name tells nothing apart).
 - History-aware search otherwise: the question is embedded (and BM25-searched) together with the
-  user's last `retrieval.history_turns` turns, so a follow-up ("and if I opened it?") finds its subject.
-- Hybrid: BM25 over the question and the same previous turns ranks beside the dense search, and the
-  two rankings are fused by reciprocal rank (`retrieval.fusion: rrf`).
+  user's last `retrieval.history_turns` turns, so a follow-up ("and if I opened it?") finds its subject
+  (measured better than blending the turns' vectors: docs/quality.md).
+- Hybrid: each dense model's cosines (two with `PairedEmbeddings`) and BM25's scores are
+  standardised over the candidates and added, BM25 weighted by `retrieval.bm25_weight`
+  (`retrieval.fusion: zscore`; `rrf` fuses ranks instead; docs/quality.md compares them).
 - Passages in the user's language are preferred when any were found.
 - The curated FAQ questions are matched against the question on its own.
 
@@ -23,9 +26,11 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from chatbot.config import RetrievalSettings
+from chatbot.embeddings import PairedEmbeddings, embedding_parts
 from chatbot.index import Hit, KnowledgeIndex
 from chatbot.language import detect_language
 from chatbot.lexical import tokenize, warm_up
+from chatbot.turns import TurnForms
 
 Message = dict[str, str]
 _NOT_WORD = re.compile(r"[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff]+")
@@ -45,6 +50,8 @@ class Retrieval:
     # conversation): a follow-up about the same subject stays high, an unrelated question does not.
     relevance: float = -1.0
     subject: str | None = None  # the title the search was restricted to
+    # How much nearer the turn is to requests (act, choose, close) than to questions (`turns.py`).
+    request: float = -1.0
 
 
 def _normalise(text: str) -> str:
@@ -85,10 +92,11 @@ def title_keys(titles: list[str], texts_by_title: dict[str, list[str]]) -> dict[
 class Retriever:
     """Searches one knowledge index with one embedder; shared by every session, read-only."""
 
-    def __init__(self, index: KnowledgeIndex, embedder: Embeddings, settings: RetrievalSettings) -> None:
+    def __init__(self, index: KnowledgeIndex, embedder: Embeddings, settings: RetrievalSettings, turns: TurnForms | None = None) -> None:
         self.index = index
         self.embedder = embedder
         self.settings = settings
+        self.turns = turns
         texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
         self._titles = title_keys(list(index.titles), texts)
         # A title's language is its passages': a Chinese question never tracks an English document.
@@ -96,6 +104,9 @@ class Retriever:
             title: max(("en", "zh"), key=lambda lang, rows=rows: sum(index.chunks[r].metadata.get("lang") == lang for r in rows))
             for title, rows in index.titles.items()
         }
+        # Each dense model's columns, and each passage's norm within them (cosines per model).
+        self._parts = embedding_parts(embedder, index.vectors.shape[1])
+        self._norms = [np.maximum(np.linalg.norm(index.vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
         warm_up()
 
     def retrieve(self, question: str, history: list[Message] | None = None, k: int | None = None) -> Retrieval:
@@ -104,24 +115,27 @@ class Retriever:
         k = k or self.settings.top_k
         history = history or []
         lang = detect_language(question)
-        question_vector = np.asarray(self.embedder.embed_query(question), dtype=np.float32)
         # The user's own earlier turns: an answer's text pulls a follow-up towards that answer's passage
         # ("What if I already opened it?" after the how-to-return answer; docs/quality.md).
         previous = [m["content"] for m in history if m["role"] == "user"][-self.settings.history_turns :] if self.settings.history_turns else []
         subject = self.subject(question, history, lang) if self.settings.subject_tracking else None
-        if subject is not None:  # the subject carries the context: rank its passages by the question
-            search_vector, query_text = question_vector, question
+        if subject is not None:  # the subject carries the context: rank its passages by the question, less the name
+            query_text = self.without_title(question, subject) or question
         else:
             query_text = " ".join([*previous, question])
-            search_vector = self._with_context(question, question_vector, previous)
+        search_vector = self._embed(query_text)
+        # The question on its own (FAQ match, its form): the multilingual model alone when paired.
+        question_vector = search_vector if query_text == question else self._embed(question, multilingual_only=True)
         rows = self._rank(search_vector, query_text, subject, 2 * k)
-        hits = [Hit(self.index.chunks[r], float(self.index.vectors[r] @ search_vector), int(r)) for r in rows]
+        own = search_vector if subject is not None else question_vector  # the question itself, without context
+        hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0).tolist())]
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
         passages = (same_language or hits)[:k]
-        faq = self.index.best_faq(question_vector.tolist())
-        given = [h.row for h in passages[: self.settings.passages_in_prompt]]
-        relevance = float(np.max(self.index.vectors[given] @ question_vector)) if given else -1.0
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subject)
+        faq = self.index.best_faq(question_vector.tolist(), self._parts[0])
+        given = [h.score for h in passages[: self.settings.passages_in_prompt]]
+        relevance = max(given) if given else -1.0
+        request = self.turns.score(question_vector) if self.turns is not None else -1.0
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subject, request)
 
     def subject(self, question: str, history: list[Message], lang: str | None = None) -> str | None:
         """The title named last, in the question's language (`lang`, when given): in the question,
@@ -137,35 +151,64 @@ class Retriever:
                 return max(found)[2]
         return None
 
+    def without_title(self, question: str, title: str) -> str:
+        """The question's words, lower-cased, without the names of `title` ("is the acorn quiet" →
+        "is quiet")."""
+        text = _normalise(question)
+        for key, owner in self._titles.items():
+            if owner == title:
+                text = text.replace(key, " ")
+        return " ".join(text.split())
+
+    def _cosines(self, rows, vector: np.ndarray, part: int) -> np.ndarray:
+        """Cosine of each passage in `rows` with `vector`, within one dense model's columns."""
+        a, b = self._parts[part]
+        q = vector[a:b]
+        norm = float(np.linalg.norm(q))
+        if norm == 0.0:  # this model does not read the question's language
+            return np.zeros(len(rows), dtype=np.float32)
+        return (self.index.vectors[rows, a:b] @ q) / (self._norms[part][rows] * norm)
+
     def _rank(self, vector: np.ndarray, query_text: str, subject: str | None, depth: int) -> list[int]:
-        """Row numbers, best first: dense (and BM25, fused) over the subject's passages or all."""
-        if subject is not None:
-            candidates = self.index.titles[subject]
-            dense = self.index.vectors[candidates] @ vector
-        else:
-            hits = self.index.search(vector.tolist(), _CANDIDATES)
-            candidates = np.asarray([h.row for h in hits])
-            dense = np.asarray([h.score for h in hits], dtype=np.float32)
-        order = np.argsort(-dense, kind="stable")
-        if self.settings.fusion == "dense":
-            return candidates[order][:depth].tolist()
-        fused: dict[int, float] = {}
-        for rank, i in enumerate(order[:_CANDIDATES]):
-            fused[int(candidates[i])] = 1.0 / (self.settings.rrf_k + rank + 1)
+        """Row numbers, best first: the subject's passages, or the candidates of the dense search
+        and of BM25 over all passages, ranked by the fused scores."""
         lexical = self.index.bm25_scores(tokenize(query_text))
         if subject is not None:
-            lexical_rows = candidates[np.argsort(-lexical[candidates], kind="stable")][:_CANDIDATES]
-            lexical_rows = [r for r in lexical_rows if lexical[r] > 0]
+            candidates = self.index.titles[subject]
         else:
+            dense_rows = [h.row for h in self.index.search(vector.tolist(), _CANDIDATES)]
             top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]
-            lexical_rows = [r for r in top[np.argsort(-lexical[top], kind="stable")] if lexical[r] > 0]
+            candidates = np.asarray(sorted(set(dense_rows) | {int(r) for r in top if lexical[r] > 0}), dtype=np.int64)
+        dense = [self._cosines(candidates, vector, p) for p in range(len(self._parts))]
+        dense = [d for d in dense if d.any()]
+        if self.settings.fusion == "zscore":
+            fused = sum(_standardised(d) for d in dense)
+            if lexical[candidates].max(initial=0.0) > 0:
+                fused = fused + self.settings.bm25_weight * _standardised(lexical[candidates])
+            return candidates[np.argsort(-fused, kind="stable")][:depth].tolist()
+        order = np.argsort(-sum(dense), kind="stable")
+        if self.settings.fusion == "dense":
+            return candidates[order][:depth].tolist()
+        fused_rrf: dict[int, float] = {}  # rrf: reciprocal ranks of the dense order and of BM25's
+        for rank, i in enumerate(order[:_CANDIDATES]):
+            fused_rrf[int(candidates[i])] = 1.0 / (self.settings.rrf_k + rank + 1)
+        lexical_rows = [r for r in candidates[np.argsort(-lexical[candidates], kind="stable")][:_CANDIDATES] if lexical[r] > 0]
         for rank, row in enumerate(lexical_rows):
-            fused[int(row)] = fused.get(int(row), 0.0) + self.settings.bm25_weight / (self.settings.rrf_k + rank + 1)
-        return sorted(fused, key=lambda r: -fused[r])[:depth]
+            fused_rrf[int(row)] = fused_rrf.get(int(row), 0.0) + self.settings.bm25_weight / (self.settings.rrf_k + rank + 1)
+        return sorted(fused_rrf, key=lambda r: -fused_rrf[r])[:depth]
 
-    def _with_context(self, question: str, question_vector: np.ndarray, previous: list[str]) -> np.ndarray:
-        """The question embedded together with the previous turns' text (measured better than
-        blending their vectors: docs/quality.md)."""
-        if not previous:
-            return question_vector
-        return np.asarray(self.embedder.embed_query(" ".join([*previous, question])), dtype=np.float32)
+    def _embed(self, text: str, multilingual_only: bool = False) -> np.ndarray:
+        """`text` embedded as a query; with `multilingual_only`, a paired embedder's English model is
+        skipped (its columns left zero: nothing that reads them is asked)."""
+        if multilingual_only and isinstance(self.embedder, PairedEmbeddings):
+            vector = np.zeros(self.index.vectors.shape[1], dtype=np.float32)
+            a, b = self._parts[0]
+            vector[a:b] = self.embedder.first.embed_query(text)
+            return vector
+        return np.asarray(self.embedder.embed_query(text), dtype=np.float32)
+
+
+def _standardised(scores: np.ndarray) -> np.ndarray:
+    """Scores as standard deviations from their mean over the candidates (all zero when equal)."""
+    spread = float(scores.std())
+    return (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)

@@ -8,6 +8,8 @@ import logging
 import threading
 import time
 
+from langchain_core.embeddings import Embeddings
+
 from chatbot.config import Settings
 from chatbot.dialogue import DialogueManager
 from chatbot.embeddings import make_embeddings
@@ -16,6 +18,7 @@ from chatbot.kb import KnowledgeBase
 from chatbot.llm import ChatModel, make_chat_model
 from chatbot.prompts import Prompts
 from chatbot.retrieval import Retriever
+from chatbot.turns import TurnForms
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,20 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
     index = KnowledgeBase(settings, embedder).open()
     if model is None:
         model = make_chat_model(settings.llm, settings.model_cache_dir)
-    manager = DialogueManager(settings, Retriever(index, embedder, settings.retrieval), model, Prompts(settings.prompts_dir))
+    retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
+    manager = DialogueManager(settings, retriever, model, Prompts(settings.prompts_dir))
     log.info(
         "ready in %.1f s: %d chunks (index %s), embedder %s, model %s",
         time.perf_counter() - started, len(index.chunks), index.version, index.manifest["embedder"], model.name,
     )
     return manager
+
+
+def turn_forms(settings: Settings, embedder: Embeddings) -> TurnForms | None:
+    """The turn-form examples embedded, when `retrieval.request_threshold` is set."""
+    if settings.retrieval.request_threshold is None:
+        return None
+    return TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.data_dir / "cache" / "embeddings")
 
 
 class IndexWatcher:

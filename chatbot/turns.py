@@ -1,0 +1,77 @@
+"""The form of a turn: is it a question a knowledge base could answer, or a request to act, a choice
+among options, the details of an order, a closing?
+
+A FAQ bot cannot book a table, cancel an order or pick a hotel in the north; answering such a turn
+from the nearest passage is the commonest wrong answer (docs/quality.md: similarity alone cannot
+tell them apart, because they talk about the same things). The turn is compared, in the embedder's
+multilingual space, with hand-written examples of both forms (`prompts/turns.yaml`, in several
+domains and in English and Chinese): `score` is how much nearer its closest "act" examples are than
+its closest "question" examples. Cost per turn: one small matrix product on the question's vector,
+which retrieval computes anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import yaml
+from langchain_core.embeddings import Embeddings
+
+from chatbot.embeddings import embedder_name, embedding_parts
+from chatbot.errors import ConfigError
+
+NEAREST = 3  # examples averaged on each side
+
+
+class TurnForms:
+    """Examples of both forms, embedded once (cached under `cache_dir` by content and embedder)."""
+
+    def __init__(self, act: np.ndarray, question: np.ndarray, part: tuple[int, int]) -> None:
+        self.act = act
+        self.question = question
+        self.part = part
+
+    @classmethod
+    def load(cls, path: Path, embedder: Embeddings, cache_dir: Path | None = None) -> TurnForms:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            act, question = [str(t) for t in data["act"]], [str(t) for t in data["question"]]
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+            raise ConfigError(f"{path}: needs two lists of example turns, 'act' and 'question' ({e})") from e
+        if len(act) < NEAREST or len(question) < NEAREST:
+            raise ConfigError(f"{path}: give at least {NEAREST} examples in 'act' and in 'question'")
+        vectors = _cached(embedder, act + question, cache_dir)
+        part = embedding_parts(embedder, vectors.shape[1])[0]  # the multilingual model's columns
+        return cls(_unit(vectors[: len(act), part[0] : part[1]]), _unit(vectors[len(act) :, part[0] : part[1]]), part)
+
+    def score(self, question_vector: np.ndarray) -> float:
+        """Mean similarity to the nearest "act" examples minus that to the nearest "question"
+        examples: above `retrieval.request_threshold` the turn is not a question for the knowledge."""
+        v = _unit(np.asarray(question_vector, dtype=np.float32)[None, self.part[0] : self.part[1]])[0]
+        return float(_top_mean(self.act @ v) - _top_mean(self.question @ v))
+
+
+def _top_mean(scores: np.ndarray) -> float:
+    return float(np.sort(scores)[-NEAREST:].mean())
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def _cached(embedder: Embeddings, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+    digest = hashlib.sha256(embedder_name(embedder).encode())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    path = cache_dir / f"turns-{digest.hexdigest()[:32]}.npy" if cache_dir else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    vectors = np.asarray([embedder.embed_query(t) for t in texts], dtype=np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)
+    return vectors

@@ -1,0 +1,88 @@
+"""Paired embedders, score fusion, the subject's name left out of the search, and the form of a turn."""
+
+import numpy as np
+import pytest
+
+from chatbot.dialogue import decide
+from chatbot.embeddings import FakeEmbeddings, PairedEmbeddings, embedding_parts
+from chatbot.errors import ConfigError
+from chatbot.index import KnowledgeIndex
+from chatbot.retrieval import Retrieval, Retriever, _standardised
+from chatbot.turns import TurnForms
+from chatbot.config import load_settings
+from langchain_core.documents import Document
+
+
+def test_a_paired_row_is_both_models_side_by_side_and_its_inner_product_the_mean_cosine():
+    first, english = FakeEmbeddings(dims=32), FakeEmbeddings(dims=16)
+    paired = PairedEmbeddings(first, english)
+    a, b = "Do you ship parcels abroad?", "We ship parcels to most countries abroad."
+    va, vb = (np.asarray(v) for v in paired.embed_documents([a, b]))
+    assert paired.parts == [(0, 32), (32, 48)] == embedding_parts(paired, 48)
+    cos_first = float(np.dot(first.embed_query(a), first.embed_query(b)))
+    cos_english = float(np.dot(english.embed_query(a), english.embed_query(b)))
+    assert float(va @ vb) == pytest.approx((cos_first + cos_english) / 2, abs=1e-6)
+    assert embedding_parts(first, 32) == [(0, 32)]
+
+
+def test_a_question_that_is_not_english_gets_nothing_from_the_english_model():
+    paired = PairedEmbeddings(FakeEmbeddings(dims=32), FakeEmbeddings(dims=16))
+    chinese = np.asarray(paired.embed_query("可以退货吗？"))
+    english = np.asarray(paired.embed_query("Can I return it?"))
+    assert not chinese[32:].any() and chinese[:32].any()
+    assert english[32:].any()
+
+
+def test_scores_are_standardised_over_the_candidates():
+    assert _standardised(np.asarray([1.0, 2.0, 3.0])).tolist() == pytest.approx([-1.2247449, 0.0, 1.2247449])
+    assert _standardised(np.asarray([2.0, 2.0])).tolist() == [0.0, 0.0]  # no spread: no say in the fusion
+
+
+def _index(texts_by_title: dict[str, list[str]], embedder) -> KnowledgeIndex:
+    chunks = [
+        Document(page_content=f"{title}\n{text}", metadata={"id": f"{title}#{n}", "title": title, "heading": title, "source": "t", "kind": "section", "lang": "en"})
+        for title, texts in texts_by_title.items() for n, text in enumerate(texts)
+    ]
+    return KnowledgeIndex.build(chunks, embedder)
+
+
+def test_inside_a_subject_the_question_is_searched_without_the_subjects_name():
+    embedder = PairedEmbeddings(FakeEmbeddings(dims=64), FakeEmbeddings(dims=32))
+    index = _index({
+        "ACORN GUEST HOUSE": ["The Acorn Guest House has free parking.", "Our room was quiet at night.", "Breakfast at Acorn Guest House is at 8."],
+        "BRIDGE HOTEL": ["The bridge hotel has a gym."],
+    }, embedder)
+    retriever = Retriever(index, embedder, load_settings("test", environ={}).retrieval)
+    assert retriever.without_title("Is the Acorn Guest House quiet?", "ACORN GUEST HOUSE") == "is the quiet"
+    found = retriever.retrieve("Is the Acorn Guest House quiet?")
+    assert found.subject == "ACORN GUEST HOUSE"
+    assert found.passages[0].chunk.metadata["id"] == "ACORN GUEST HOUSE#1"  # not a passage that repeats the name
+    assert {h.chunk.metadata["title"] for h in found.passages} == {"ACORN GUEST HOUSE"}
+
+
+def test_the_form_of_a_turn_is_scored_against_the_example_turns(tmp_path):
+    examples = tmp_path / "turns.yaml"
+    examples.write_text(
+        "act:\n  - book a table tonight\n  - cancel my order now\n  - book two tickets now\n  - thanks goodbye\n"
+        "question:\n  - do you ship abroad\n  - is parking free\n  - how long is delivery\n  - are pets allowed\n",
+        encoding="utf-8",
+    )
+    forms = TurnForms.load(examples, FakeEmbeddings(), cache_dir=tmp_path / "cache")
+    embed = FakeEmbeddings().embed_query
+    assert forms.score(np.asarray(embed("please book a table for two"))) > 0 > forms.score(np.asarray(embed("is parking free at night")))
+    again = TurnForms.load(examples, FakeEmbeddings(), cache_dir=tmp_path / "cache")  # from the cache
+    assert np.array_equal(again.act, forms.act)
+    examples.write_text("act: [only one]\nquestion: [a, b, c]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="at least 3 examples"):
+        TurnForms.load(examples, FakeEmbeddings())
+
+
+def test_a_request_abstains_unless_a_curated_faq_matches_it_closely():
+    settings = load_settings("test", environ={})
+    embedder = FakeEmbeddings()
+    index = _index({"Shop": ["Parking is free at the shop."]}, embedder)
+    retrieval = Retriever(index, embedder, settings.retrieval).retrieve("Is parking free?")
+    request = Retrieval(retrieval.passages, None, "en", 1.0, relevance=0.9, request=0.02)
+    assert decide(request, 0.9, {"en": 0.5}) == "generate"  # no form check configured
+    assert decide(request, 0.9, {"en": 0.5}, request_threshold=0.01) == "abstain"
+    assert decide(request, 0.9, {"en": 0.5}, request_threshold=0.03) == "generate"
