@@ -32,7 +32,7 @@ FAQ = [  # curated answers: an exact FAQ match, or FAQ question and top passage 
 GENERATE = [
     ("Is there free delivery if I spend enough?", []),
     ("How long is the warranty on a toaster?", []),
-    ("My plant died after two weeks, what can I do?", []),
+    ("Can I get my money back for a gift card?", []),
     ("快递几天能到？", []),
     ("咖啡机保修几年？", []),
     ("How long does it take to arrive?", [{"role": "user", "content": "How much is express delivery?"}, {"role": "assistant", "content": "Express delivery costs USD 14.95."}]),
