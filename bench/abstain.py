@@ -24,7 +24,7 @@ from chatbot.config import load_settings
 from chatbot.dialogue import decide
 from chatbot.evaluation import load_knowledge, load_queries, prepare_index
 from chatbot.retrieval import Retriever
-from chatbot.runtime import turn_forms
+from chatbot.turns import TurnForms
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "dstc11"
 
@@ -39,7 +39,7 @@ def main() -> None:
     settings = load_settings(overrides=dict(item.split("=", 1) for item in args.set))
     queries = load_queries(args.queries or [SHARED / "queries.jsonl", SHARED / "queries_out_of_scope.jsonl"], args.limit)
     index, embedder = prepare_index(settings, load_knowledge(args.knowledge), progress=False)
-    forms = turn_forms(settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"request_threshold": 0.0})}), embedder)
+    forms = TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.data_dir / "cache" / "embeddings")  # even with the check off
     retriever = Retriever(index, embedder, settings.retrieval, forms)
     rows = []
     for q in queries:

@@ -56,6 +56,7 @@ class KnowledgeIndex:
         self._bm25 = bm25
         self.faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
         self.manifest = manifest
+        self._faq_units: dict[tuple[int, int], np.ndarray] = {}
         self.vectors = passages.reconstruct_n(0, passages.ntotal) if passages.ntotal else np.zeros((0, manifest["dims"]), np.float32)
         by_title: dict[str, list[int]] = {}
         for row, chunk in enumerate(chunks):
@@ -129,9 +130,11 @@ class KnowledgeIndex:
         if not self.faq_rows:
             return None
         a, b = part or (0, self.vectors.shape[1])
+        if (a, b) not in self._faq_units:  # the FAQ questions as unit rows within those columns, once
+            questions = self.question_vectors[:, a:b]
+            self._faq_units[(a, b)] = questions / np.maximum(np.linalg.norm(questions, axis=1, keepdims=True), 1e-12)
         q = np.asarray(query_vector, dtype=np.float32)[a:b]
-        questions = self.question_vectors[:, a:b]
-        scores = questions @ q / np.maximum(np.linalg.norm(questions, axis=1) * max(float(np.linalg.norm(q)), 1e-12), 1e-12)
+        scores = self._faq_units[(a, b)] @ q / max(float(np.linalg.norm(q)), 1e-12)
         best = int(np.argmax(scores))
         row = self.faq_rows[best]
         return Hit(self.chunks[row], float(scores[best]), row)
