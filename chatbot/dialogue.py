@@ -162,8 +162,10 @@ class DialogueManager:
             assert retrieval.faq is not None
             hit = retrieval.faq
             return Reply(mode, lang, [_source(hit, self.settings.retrieval.passage_chars)], timings, iter([hit.chunk.metadata["answer"]]), started)
-        if mode == "abstain":
-            return Reply(mode, lang, [], timings, iter([self.prompts.render("abstain", lang=lang, business=self.business)]), started)
+        if mode == "abstain":  # a request to act gets told so, a question that the knowledge does not cover the usual reply
+            threshold = self.settings.retrieval.request_threshold
+            reply = "request" if threshold is not None and retrieval.request >= threshold else "abstain"
+            return Reply(mode, lang, [], timings, iter([self.prompts.render(reply, lang=lang, business=self.business)]), started)
         passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
         sources = [_source(h, self.settings.retrieval.passage_chars) for h in passages]
         messages = self.build_messages(question, [s.text for s in sources], history, lang)

@@ -166,3 +166,13 @@ def test_a_question_in_another_language_does_not_track_a_document_named_earlier(
     assert manager.retriever.subject("Can I return it?", history, "en") == "Returns policy"
     assert manager.retriever.subject("标准快递多久能送到？", history, "zh") is None
     assert manager.respond("标准快递多久能送到？", history).finish().sources[0].source == "zh/faq.csv"
+
+
+def test_a_request_to_act_is_told_that_a_person_can_do_it(settings, monkeypatch):
+    settings.retrieval.request_threshold = 0.0
+    index = KnowledgeBase(settings, FakeEmbeddings()).open()
+    manager = DialogueManager(settings, Retriever(index, FakeEmbeddings(), settings.retrieval), FakeChatModel(), Prompts(settings.prompts_dir))
+    monkeypatch.setattr(manager.retriever, "turns", type("Forms", (), {"score": staticmethod(lambda vector: 0.5)})())
+    reply = manager.respond("Please cancel my order 4821.").finish()
+    assert reply.mode == "abstain" and not reply.sources
+    assert reply.text.startswith("I can't do that for you here") and "connect you" in reply.text
