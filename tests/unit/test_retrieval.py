@@ -53,11 +53,30 @@ def test_inside_a_subject_the_question_is_searched_without_the_subjects_name():
         "BRIDGE HOTEL": ["The bridge hotel has a gym."],
     }, embedder)
     retriever = Retriever(index, embedder, load_settings("test", environ={}).retrieval)
-    assert retriever.without_title("Is the Acorn Guest House quiet?", "ACORN GUEST HOUSE") == "is the quiet"
+    assert retriever.without_titles("Is the Acorn Guest House quiet?", ("ACORN GUEST HOUSE",)) == "is the quiet?"
+    assert retriever.without_titles("Quiet rooms at acorn guest-house?", ("ACORN GUEST HOUSE",)) == "quiet rooms at ?"
     found = retriever.retrieve("Is the Acorn Guest House quiet?")
-    assert found.subject == "ACORN GUEST HOUSE"
+    assert found.subjects == ("ACORN GUEST HOUSE",)
     assert found.passages[0].chunk.metadata["id"] == "ACORN GUEST HOUSE#1"  # not a passage that repeats the name
     assert {h.chunk.metadata["title"] for h in found.passages} == {"ACORN GUEST HOUSE"}
+
+
+def test_a_turn_that_names_two_titles_searches_both_and_a_name_inside_a_longer_one_is_not_a_second():
+    embedder = PairedEmbeddings(FakeEmbeddings(dims=64), FakeEmbeddings(dims=32))
+    index = _index({
+        "ACORN GUEST HOUSE": ["Our room was quiet at night."],
+        "BRIDGE HOTEL": ["The gym opens at six."],
+        "BRIDGE HOTEL AND SPA": ["The spa has a sauna."],
+        "CITY CAFE": ["Coffee all day."],
+    }, embedder)
+    retriever = Retriever(index, embedder, load_settings("test", environ={}).retrieval)
+    history = [{"role": "user", "content": "I'm torn between the Acorn Guest House and the Bridge Hotel."}, {"role": "assistant", "content": "Both are nice."}]
+    found = retriever.retrieve("Which one has a gym?", history)
+    assert found.subjects == ("ACORN GUEST HOUSE", "BRIDGE HOTEL")
+    assert {h.chunk.metadata["title"] for h in found.passages} == {"ACORN GUEST HOUSE", "BRIDGE HOTEL"}
+    assert found.passages[0].chunk.metadata["id"] == "BRIDGE HOTEL#0"
+    assert retriever.subjects("Does the Bridge Hotel and Spa have a sauna?", []) == ("BRIDGE HOTEL AND SPA",)
+    assert retriever.subjects("And the Acorn Guest House?", history) == ("ACORN GUEST HOUSE",)  # the newest turn that names one
 
 
 def test_the_form_of_a_turn_is_scored_against_the_example_turns(tmp_path):
