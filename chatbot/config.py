@@ -79,14 +79,15 @@ class RetrievalSettings(_Section):
     # The user's earlier turns searched together with a follow-up when no subject is named.
     history_turns: int = Field(2, ge=0, le=10)
     # `zscore`: each dense model's and BM25's scores standardised over the candidates and added;
-    # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only.
-    fusion: Literal["zscore", "rrf", "dense"] = "zscore"
+    # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only;
+    # `bm25`: BM25 only (both baselines kept for measuring: bench/retrieval_variants.py).
+    fusion: Literal["zscore", "rrf", "dense", "bm25"] = "zscore"
     rrf_k: int = Field(60, ge=1, le=1000)
     bm25_weight: float = Field(0.25, ge=0.0, le=10.0, description="weight of BM25 in the fusion (each dense model: 1)")
     # A turn whose form is this much nearer the request examples than the question examples
     # (`prompts/turns.yaml`, `chatbot/turns.py`) is not answered from a passage; none = no such check.
     request_threshold: float | None = Field(None, ge=-2.0, le=2.0)
-    # Restrict the search to the passages of the title (product, venue, document) named last.
+    # Restrict the search to the passages of the titles (product, venue, document) named last.
     subject_tracking: bool = True
 
 

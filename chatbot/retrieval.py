@@ -10,7 +10,8 @@
   (measured better than blending the turns' vectors: docs/quality.md).
 - Hybrid: each dense model's cosines (two with `PairedEmbeddings`) and BM25's scores are
   standardised over the candidates and added, BM25 weighted by `retrieval.bm25_weight`
-  (`retrieval.fusion: zscore`; `rrf` fuses ranks instead; docs/quality.md compares them).
+  (`retrieval.fusion: zscore`; `rrf` fuses ranks instead, and `dense` and `bm25` are the two
+  baselines alone; docs/quality.md compares them).
 - Passages in the user's language are preferred when any were found.
 - The curated FAQ questions are matched against the question on its own.
 
@@ -193,6 +194,8 @@ class Retriever:
             dense_rows = [h.row for h in self.index.search(vector.tolist(), _CANDIDATES)]
             top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]
             candidates = np.asarray(sorted(set(dense_rows) | {int(r) for r in top if lexical[r] > 0}), dtype=np.int64)
+        if self.settings.fusion == "bm25":
+            return candidates[np.argsort(-lexical[candidates], kind="stable")][:depth].tolist()
         dense = [self._cosines(candidates, vector, p) for p in range(len(self._parts))]
         dense = [d for d in dense if d.any()]
         if self.settings.fusion == "zscore":

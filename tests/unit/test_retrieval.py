@@ -7,6 +7,7 @@ from chatbot.dialogue import decide
 from chatbot.embeddings import FakeEmbeddings, PairedEmbeddings, embedding_parts
 from chatbot.errors import ConfigError
 from chatbot.index import KnowledgeIndex
+from chatbot.lexical import tokenize
 from chatbot.retrieval import Retrieval, Retriever, _standardised
 from chatbot.turns import TurnForms
 from chatbot.config import load_settings
@@ -105,3 +106,16 @@ def test_a_request_abstains_unless_a_curated_faq_matches_it_closely():
     assert decide(request, 0.9, {"en": 0.5}) == "generate"  # no form check configured
     assert decide(request, 0.9, {"en": 0.5}, request_threshold=0.01) == "abstain"
     assert decide(request, 0.9, {"en": 0.5}, request_threshold=0.03) == "generate"
+
+
+def test_the_bm25_baseline_ranks_by_words_alone_and_the_dense_one_by_embeddings_alone():
+    embedder = FakeEmbeddings(dims=64)
+    index = _index({"SHOP": ["Parcels ship abroad in five days.", "Shipping shipping shipping abroad abroad.", "Gift cards never expire."]}, embedder)
+    settings = load_settings("test", environ={}).retrieval
+    question = "Do parcels ship abroad?"
+    by_words = Retriever(index, embedder, settings.model_copy(update={"fusion": "bm25", "subject_tracking": False})).retrieve(question)
+    lexical = index.bm25_scores(tokenize(question))
+    assert [h.row for h in by_words.passages] == sorted(range(3), key=lambda r: -lexical[r])
+    by_meaning = Retriever(index, embedder, settings.model_copy(update={"fusion": "dense", "subject_tracking": False})).retrieve(question)
+    cosines = np.asarray(index.vectors) @ np.asarray(embedder.embed_query(question.lower()))
+    assert [h.row for h in by_meaning.passages] == sorted(range(3), key=lambda r: -cosines[r])
