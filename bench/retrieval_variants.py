@@ -39,8 +39,8 @@ VARIANTS = {
     "subject tracking, dense in subject": {"fusion": "dense"},
     "subject tracking, rrf in subject": {"fusion": "rrf"},
     "subject tracking, bm25 in subject": {"fusion": "bm25"},
+    "subject tracking, zscore bm25 weight 0.25": {"bm25_weight": 0.25},
     "subject tracking, zscore bm25 weight 0.5": {"bm25_weight": 0.5},
-    "subject tracking, zscore bm25 weight 1": {"bm25_weight": 1.0},
     "subject tracking, zscore bm25 weight 0 (dense only)": {"bm25_weight": 0.0},
     "subject tracking, zscore (default)": {},
 }

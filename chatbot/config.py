@@ -78,12 +78,13 @@ class RetrievalSettings(_Section):
     answer_threshold: dict[Literal["en", "zh"], float] = {"en": 0.835, "zh": 0.87}
     # The user's earlier turns searched together with a follow-up when no subject is named.
     history_turns: int = Field(2, ge=0, le=10)
-    # `zscore`: each dense model's and BM25's scores standardised over the candidates and added;
+    # `zscore`: each dense model's and BM25's scores standardised over the candidates, the dense
+    # models' mean and the weighted BM25 added;
     # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only;
     # `bm25`: BM25 only (both baselines kept for measuring: bench/retrieval_variants.py).
     fusion: Literal["zscore", "rrf", "dense", "bm25"] = "zscore"
     rrf_k: int = Field(60, ge=1, le=1000)
-    bm25_weight: float = Field(0.25, ge=0.0, le=10.0, description="weight of BM25 in the fusion (each dense model: 1)")
+    bm25_weight: float = Field(0.125, ge=0.0, le=10.0, description="weight of BM25 in the fusion (the dense models' mean: 1)")
     # A turn whose form is this much nearer the request examples than the question examples
     # (`prompts/turns.yaml`, `chatbot/turns.py`) is not answered from a passage; none = no such check.
     request_threshold: float | None = Field(None, ge=-2.0, le=2.0)

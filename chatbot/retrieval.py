@@ -9,7 +9,8 @@
   user's last `retrieval.history_turns` turns, so a follow-up ("and if I opened it?") finds its subject
   (measured better than blending the turns' vectors: docs/quality.md).
 - Hybrid: each dense model's cosines (two with `PairedEmbeddings`) and BM25's scores are
-  standardised over the candidates and added, BM25 weighted by `retrieval.bm25_weight`
+  standardised over the candidates; the dense models' mean and BM25, weighted by
+  `retrieval.bm25_weight`, are added
   (`retrieval.fusion: zscore`; `rrf` fuses ranks instead, and `dense` and `bm25` are the two
   baselines alone; docs/quality.md compares them).
 - Passages in the user's language are preferred when any were found.
@@ -199,7 +200,9 @@ class Retriever:
         dense = [self._cosines(candidates, vector, p) for p in range(len(self._parts))]
         dense = [d for d in dense if d.any()]
         if self.settings.fusion == "zscore":
-            fused = sum(_standardised(d) for d in dense)
+            # The dense models' mean, so BM25 has the same share whether one model read the
+            # question (Chinese) or two (English).
+            fused = sum(_standardised(d) for d in dense) / max(len(dense), 1)
             if lexical[candidates].max(initial=0.0) > 0:
                 fused = fused + self.settings.bm25_weight * _standardised(lexical[candidates])
             return candidates[np.argsort(-fused, kind="stable")][:depth].tolist()

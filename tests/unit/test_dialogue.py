@@ -104,11 +104,12 @@ def test_a_follow_up_is_retrieved_with_the_conversation_before_it(manager):
     assert followed.subjects == ("Returns policy",)  # the title the conversation named
     assert followed.passages[0].chunk.metadata["id"] == "en/returns.md#2"
     unnamed = [{"role": "user", "content": "Can opened items be sent back?"}, {"role": "assistant", "content": "Yes."}]
-    alone = manager.retriever.retrieve("and within how many days?")
+    unopened = [{"role": "user", "content": "Can unopened items be sent back?"}, {"role": "assistant", "content": "Yes."}]
+    elsewhere = manager.retriever.retrieve("and within how many days?", unopened)
     with_context = manager.retriever.retrieve("and within how many days?", unnamed)
     assert with_context.subjects == ()
     assert with_context.passages[0].chunk.metadata["id"] == "en/returns.md#2"  # "Opened items ... within 14 days"
-    assert alone.passages[0].chunk.metadata["id"] != "en/returns.md#2"
+    assert elsewhere.passages[0].chunk.metadata["id"] != "en/returns.md#2"  # the other context, another passage
     reply = manager.respond("and the restocking fee?", history).finish()
     assert reply.sources and reply.sources[0].id == "en/returns.md#2"
     assert manager.model.calls[-1][1:3] == history  # the history is in the prompt, the question last
