@@ -38,7 +38,7 @@ def main() -> None:
         overrides["embeddings.backend"] = args.embedder
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings("default", overrides=overrides | {"data_dir": tmp})
-        embedder = make_embeddings(settings.embeddings)
+        embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
         index = KnowledgeBase(settings, embedder).open()
         retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
     probes = [json.loads(line) for line in args.probes.read_text(encoding="utf-8").splitlines() if line.strip()]

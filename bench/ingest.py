@@ -35,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"data_dir": tmp, "knowledge_dir": str(Path(tmp) / "no-folder")} | dict(kv.split("=", 1) for kv in args.set)
         settings = load_settings(args.profile, overrides=overrides)
-        embedder = make_embeddings(settings.embeddings)
+        embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
         started = time.perf_counter()
         chunks = [c for name, data in corpus for c in read_document(name, data)[1]]
         parse_s = time.perf_counter() - started

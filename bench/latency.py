@@ -66,7 +66,7 @@ def run(settings, repeats: int) -> None:
     from chatbot.runtime import build_dialogue_manager
 
     t = time.perf_counter()
-    embedder = make_embeddings(settings.embeddings)
+    embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
     print(f"load embedder ({settings.embeddings.backend}): {1000 * (time.perf_counter() - t):.0f} ms")
     t = time.perf_counter()
     index = KnowledgeBase(settings, embedder).open()

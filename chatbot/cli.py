@@ -116,7 +116,7 @@ def _knowledge_base(settings: Settings, progress: bool = False):
     from chatbot.embeddings import make_embeddings
     from chatbot.kb import KnowledgeBase
 
-    kb = KnowledgeBase(settings, make_embeddings(settings.embeddings))
+    kb = KnowledgeBase(settings, make_embeddings(settings.embeddings, settings.model_cache_dir))
     kb.open(progress=_progress_printer(progress))
     return kb
 

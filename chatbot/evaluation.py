@@ -132,7 +132,7 @@ def prepare_index(settings: Settings, chunks: list[Document], progress: bool = T
     from chatbot.embeddings import embedder_name, make_embeddings
     from chatbot.index import KnowledgeIndex
 
-    embedder = make_embeddings(settings.embeddings)
+    embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
     vectors = _cached_passage_vectors(settings, embedder, embedder_name(embedder), chunks, progress)
     return KnowledgeIndex.build(chunks, embedder, vectors=vectors), embedder
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -> DialogueManager:
     """Everything one process needs to answer; `model` replaces the configured LM (tests)."""
     started = time.perf_counter()
-    embedder = make_embeddings(settings.embeddings)
+    embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
     index = KnowledgeBase(settings, embedder).open()
     if model is None:
         model = make_chat_model(settings.llm, settings.model_cache_dir)

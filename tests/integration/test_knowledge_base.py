@@ -55,7 +55,7 @@ def test_a_document_added_is_answered_cited_and_after_removal_no_retriever_anywh
     asked = json.loads(run_cli("ask", "--json", QUESTION, data_dir=serve_data).stdout)
     assert all(s["source"] != "plant-sitting.csv" for s in asked["sources"]) and "Leaf Sitter" not in asked["answer"]
     settings = _settings(serve_data)
-    embedder = make_embeddings(settings.embeddings)
+    embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
     index = KnowledgeBase(settings, embedder).live()
     assert all(c.metadata["doc_id"] != doc_id for c in index.chunks)
     dense = index.search(embedder.embed_query(QUESTION), len(index.chunks))
