@@ -30,9 +30,9 @@ FAQ = [  # curated answers: an exact FAQ match, or FAQ question and top passage 
     "拆开包装以后还能退吗？",
 ]
 GENERATE = [
-    ("Is there free delivery if I spend enough?", []),
+    ("What happens if my parcel is lost in transit?", []),
     ("How long is the warranty on a toaster?", []),
-    ("Can I get my money back for a gift card?", []),
+    ("Can I return a rug I bought on sale?", []),
     ("快递几天能到？", []),
     ("咖啡机保修几年？", []),
     ("How long does it take to arrive?", [{"role": "user", "content": "How much is express delivery?"}, {"role": "assistant", "content": "Express delivery costs USD 14.95."}]),
