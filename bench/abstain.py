@@ -12,7 +12,6 @@ two shares. Not a test: a measurement for the config (docs/quality.md).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,19 +24,13 @@ from chatbot.dialogue import decide
 from chatbot.evaluation import load_knowledge, load_queries, prepare_index
 from chatbot.retrieval import Retriever
 from chatbot.turns import TurnForms
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "dstc11"
+from labelled_set import parse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--knowledge", type=Path, default=SHARED / "knowledge.jsonl")
-    parser.add_argument("--queries", type=Path, action="append")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--set", action="append", default=[], help="a settings override, e.g. retrieval.bm25_weight=0.5")
-    args = parser.parse_args()
-    settings = load_settings(overrides=dict(item.split("=", 1) for item in args.set))
-    queries = load_queries(args.queries or [SHARED / "queries.jsonl", SHARED / "queries_out_of_scope.jsonl"], args.limit)
+    args, overrides, query_files = parse("a settings override, e.g. retrieval.bm25_weight=0.5")
+    settings = load_settings(overrides=overrides)
+    queries = load_queries(query_files, args.limit)
     index, embedder = prepare_index(settings, load_knowledge(args.knowledge), progress=False)
     forms = TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.data_dir / "cache" / "embeddings")  # even with the check off
     retriever = Retriever(index, embedder, settings.retrieval, forms)

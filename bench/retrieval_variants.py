@@ -11,7 +11,6 @@ embedding is computed once and reused by the variants after it, so the rows carr
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 from pathlib import Path
@@ -26,8 +25,8 @@ from chatbot.evaluation import (
     load_queries,
     prepare_index,
 )
+from labelled_set import parse
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "dstc11"
 VARIANTS = {
     "bm25, question only": {"fusion": "bm25", "subject_tracking": False, "history_turns": 0},
     "dense, question only": {"fusion": "dense", "subject_tracking": False, "history_turns": 0},
@@ -53,14 +52,7 @@ def remember_queries(embedder) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--knowledge", type=Path, default=SHARED / "knowledge.jsonl")
-    parser.add_argument("--queries", type=Path, action="append")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--set", action="append", default=[], help="a settings override for every variant, e.g. embeddings.english_model=")
-    args = parser.parse_args()
-    queries_files = args.queries or [SHARED / "queries.jsonl", SHARED / "queries_out_of_scope.jsonl"]
-    base = dict(item.split("=", 1) for item in args.set)
+    args, base, queries_files = parse("a settings override for every variant, e.g. embeddings.english_model=")
     settings = load_settings(overrides=base)
     index, embedder = prepare_index(settings, load_knowledge(args.knowledge), progress=False)
     remember_queries(embedder)

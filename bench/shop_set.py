@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chatbot.config import load_settings
 from chatbot.evaluation import read_jsonl
 from chatbot.index import KnowledgeIndex
+from chatbot.language import detect_language
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +45,7 @@ def main() -> None:
     files: dict[str, list[dict]] = {}
     for source, gold_key, expect_key in ((HERE / "probes.jsonl", "gold", "expect"), (HERE / "answers.jsonl", "gold_headings", "expect")):
         for n, item in enumerate(read_jsonl(source)):
-            lang = item.get("lang") or ("zh" if any("\u4e00" <= ch <= "\u9fff" for ch in item["question"]) else "en")
+            lang = item.get("lang") or detect_language(item["question"])
             gold = [] if item[expect_key] == "abstain" else item[gold_key]
             missing = [h for h in gold if h not in by_heading]
             if missing:

@@ -100,7 +100,7 @@ def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[st
     faq_usable = faq is not None and faq.chunk.metadata.get("lang") == retrieval.lang
     if faq_usable and faq.score >= faq_threshold:
         return "faq"
-    if request_threshold is not None and retrieval.request >= request_threshold:
+    if asks_to_act(retrieval, request_threshold):
         return "abstain"
     threshold = answer_threshold.get(retrieval.lang, max(answer_threshold.values()))
     if not retrieval.passages or retrieval.relevance < threshold:
@@ -108,6 +108,11 @@ def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[st
     if faq_usable and retrieval.passages[0].chunk.metadata.get("id") == faq.chunk.metadata.get("id"):
         return "faq"
     return "generate"
+
+
+def asks_to_act(retrieval: Retrieval, request_threshold: float | None) -> bool:
+    """Whether the turn's form is a request (act, choose, close) rather than a question."""
+    return request_threshold is not None and retrieval.request >= request_threshold
 
 
 def decide_by_settings(retrieval: Retrieval, settings: Settings) -> Mode:
@@ -163,8 +168,7 @@ class DialogueManager:
             hit = retrieval.faq
             return Reply(mode, lang, [_source(hit, self.settings.retrieval.passage_chars)], timings, iter([hit.chunk.metadata["answer"]]), started)
         if mode == "abstain":  # a request to act gets told so, a question that the knowledge does not cover the usual reply
-            threshold = self.settings.retrieval.request_threshold
-            reply = "request" if threshold is not None and retrieval.request >= threshold else "abstain"
+            reply = "request" if asks_to_act(retrieval, self.settings.retrieval.request_threshold) else "abstain"
             return Reply(mode, lang, [], timings, iter([self.prompts.render(reply, lang=lang, business=self.business)]), started)
         passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
         sources = [_source(h, self.settings.retrieval.passage_chars) for h in passages]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,21 @@ def make_embeddings(settings: EmbeddingsSettings, cache_dir: Path | None = None)
 def embedder_name(embedder: Embeddings) -> str:
     """A stable name for the embedder, recorded in the index so a change forces a rebuild."""
     return str(getattr(embedder, "name", type(embedder).__name__))
+
+
+def cached_vectors(cache_dir: Path | None, name: str, texts: list[str], compute: Callable[[list[str]], list[list[float]]], prefix: str = "") -> np.ndarray:
+    """`compute(texts)` as float32 rows, kept under `cache_dir` (when given) in a file named by the
+    embedder's `name` and the texts' content, so the same texts are never embedded twice."""
+    digest = hashlib.sha256(name.encode())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    path = cache_dir / f"{prefix}{digest.hexdigest()[:32]}.npy" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    vectors = np.asarray(compute(texts), dtype=np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)
+    return vectors

@@ -9,7 +9,6 @@ when out-of-scope queries (empty `gold_ids`) are given; p50/p95 query latency.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import sys
@@ -168,22 +167,15 @@ def evaluate_index(settings: Settings, index, embedder, queries: list[Query], pr
 def _cached_passage_vectors(settings: Settings, embedder, name: str, chunks: list[Document], progress: bool) -> np.ndarray:
     from tqdm import tqdm
 
-    digest = hashlib.sha256(name.encode())
-    for chunk in chunks:
-        digest.update(chunk.page_content.encode() + b"\0")
-    path = settings.data_dir / "cache" / "embeddings" / f"{digest.hexdigest()[:32]}.npy"
-    if path.is_file():
-        return np.load(path)
-    batch = 256
-    rows = []
-    for i in tqdm(range(0, len(chunks), batch), desc="embedding passages", disable=not progress, file=sys.stderr):
-        rows.extend(embedder.embed_documents([c.page_content for c in chunks[i : i + batch]]))
-    vectors = np.asarray(rows, dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vectors)
-    tmp.replace(path)
-    return vectors
+    from chatbot.embeddings import cached_vectors
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        batch, rows = 256, []
+        for i in tqdm(range(0, len(texts), batch), desc="embedding passages", disable=not progress, file=sys.stderr):
+            rows.extend(embedder.embed_documents(texts[i : i + batch]))
+        return rows
+
+    return cached_vectors(settings.data_dir / "cache" / "embeddings", name, [c.page_content for c in chunks], embed)
 
 
 def format_report(report: dict) -> str:

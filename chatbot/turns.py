@@ -12,14 +12,13 @@ which retrieval computes anyway.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import yaml
 from langchain_core.embeddings import Embeddings
 
-from chatbot.embeddings import embedder_name, embedding_parts
+from chatbot.embeddings import cached_vectors, embedder_name, embedding_parts
 from chatbot.errors import ConfigError
 
 NEAREST = 3  # examples averaged on each side
@@ -42,7 +41,7 @@ class TurnForms:
             raise ConfigError(f"{path}: needs two lists of example turns, 'act' and 'question' ({e})") from e
         if len(act) < NEAREST or len(question) < NEAREST:
             raise ConfigError(f"{path}: give at least {NEAREST} examples in 'act' and in 'question'")
-        vectors = _cached(embedder, act + question, cache_dir)
+        vectors = cached_vectors(cache_dir, embedder_name(embedder), act + question, lambda texts: [embedder.embed_query(t) for t in texts], prefix="turns-")
         part = embedding_parts(embedder, vectors.shape[1])[0]  # the multilingual model's columns
         return cls(_unit(vectors[: len(act), part[0] : part[1]]), _unit(vectors[len(act) :, part[0] : part[1]]), part)
 
@@ -59,19 +58,3 @@ def _top_mean(scores: np.ndarray) -> float:
 
 def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-
-
-def _cached(embedder: Embeddings, texts: list[str], cache_dir: Path | None) -> np.ndarray:
-    digest = hashlib.sha256(embedder_name(embedder).encode())
-    for text in texts:
-        digest.update(text.encode() + b"\0")
-    path = cache_dir / f"turns-{digest.hexdigest()[:32]}.npy" if cache_dir else None
-    if path is not None and path.is_file():
-        return np.load(path)
-    vectors = np.asarray([embedder.embed_query(t) for t in texts], dtype=np.float32)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
-    return vectors
