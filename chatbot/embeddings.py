@@ -90,7 +90,8 @@ class SentenceTransformerEmbeddings(Embeddings):
     def _embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        rows = self._model.encode(texts, batch_size=self._batch, normalize_embeddings=True)
+        # No progress bar: sentence-transformers draws one per call when logging is at INFO (the server).
+        rows = self._model.encode(texts, batch_size=self._batch, normalize_embeddings=True, show_progress_bar=False)
         return _normalise(rows).tolist()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
