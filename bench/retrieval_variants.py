@@ -35,12 +35,15 @@ VARIANTS = {
     "bm25, question + last 2 user turns": {"fusion": "bm25", "subject_tracking": False},
     "dense, question + last 2 user turns": {"fusion": "dense", "subject_tracking": False},
     "zscore, question + last 2 user turns": {"subject_tracking": False},
+    "zscore, question + last turn (either side)": {"subject_tracking": False, "history_roles": "both", "history_turns": 1},
+    "zscore, question + last 2 turns (both sides)": {"subject_tracking": False, "history_roles": "both"},
     "subject tracking, dense in subject": {"fusion": "dense"},
     "subject tracking, rrf in subject": {"fusion": "rrf"},
     "subject tracking, bm25 in subject": {"fusion": "bm25"},
     "subject tracking, zscore bm25 weight 0.25": {"bm25_weight": 0.25},
     "subject tracking, zscore bm25 weight 0.5": {"bm25_weight": 0.5},
     "subject tracking, zscore bm25 weight 0 (dense only)": {"bm25_weight": 0.0},
+    "subject tracking, zscore, FAQ pairs scored whole": {"score_answers": False},
     "subject tracking, zscore (default)": {},
 }
 

@@ -76,8 +76,10 @@ class RetrievalSettings(_Section):
     # Per language: cosine similarity of the question itself to the passage ranked first below
     # which Kefu abstains (e5 scores run higher in Chinese; see docs/calibration.md).
     answer_threshold: dict[Literal["en", "zh"], float] = {"en": 0.835, "zh": 0.87}
-    # The user's earlier turns searched together with a follow-up when no subject is named.
+    # Earlier turns searched together with a follow-up when no subject is named: the newest
+    # `history_turns` of the user's own (`history_roles: user`) or of both sides (`both`).
     history_turns: int = Field(2, ge=0, le=10)
+    history_roles: Literal["user", "both"] = "user"
     # `zscore`: each dense model's and BM25's scores standardised over the candidates, the dense
     # models' mean and the weighted BM25 added;
     # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only;
@@ -90,6 +92,8 @@ class RetrievalSettings(_Section):
     request_threshold: float | None = Field(None, ge=-2.0, le=2.0)
     # Restrict the search to the passages of the titles (product, venue, document) named last.
     subject_tracking: bool = True
+    # Among statements, score a question-and-answer passage by its answer too (`retrieval._cosines`).
+    score_answers: bool = True
 
 
 class DialogueSettings(_Section):

@@ -129,11 +129,13 @@ def run_eval(settings: Settings, knowledge: Path, query_files: list[Path], limit
 def prepare_index(settings: Settings, chunks: list[Document], progress: bool = True):
     """A temporary index of `chunks` with the configured embedder, and the embedder."""
     from chatbot.embeddings import embedder_name, make_embeddings
-    from chatbot.index import KnowledgeIndex
+    from chatbot.index import KnowledgeIndex, embed_answers
 
     embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
-    vectors = _cached_passage_vectors(settings, embedder, embedder_name(embedder), chunks, progress)
-    return KnowledgeIndex.build(chunks, embedder, vectors=vectors), embedder
+    name = embedder_name(embedder)
+    vectors = _cached_passage_vectors(settings, embedder, name, [c.page_content for c in chunks], progress)
+    answers = embed_answers(chunks, lambda texts: _cached_passage_vectors(settings, embedder, name, texts, progress, "answers"), vectors.shape[1])
+    return KnowledgeIndex.build(chunks, embedder, vectors=vectors, answer_vectors=answers), embedder
 
 
 def evaluate_index(settings: Settings, index, embedder, queries: list[Query], progress: bool = True) -> dict:
@@ -164,18 +166,19 @@ def evaluate_index(settings: Settings, index, embedder, queries: list[Query], pr
     return report
 
 
-def _cached_passage_vectors(settings: Settings, embedder, name: str, chunks: list[Document], progress: bool) -> np.ndarray:
+def _cached_passage_vectors(settings: Settings, embedder, name: str, texts: list[str], progress: bool, what: str = "passages") -> np.ndarray:
+    """`texts` embedded as passages, cached by content under `<data_dir>/cache/embeddings/`."""
     from tqdm import tqdm
 
     from chatbot.embeddings import cached_vectors
 
     def embed(texts: list[str]) -> list[list[float]]:
         batch, rows = 256, []
-        for i in tqdm(range(0, len(texts), batch), desc="embedding passages", disable=not progress, file=sys.stderr):
+        for i in tqdm(range(0, len(texts), batch), desc=f"embedding {what}", disable=not progress, file=sys.stderr):
             rows.extend(embedder.embed_documents(texts[i : i + batch]))
         return rows
 
-    return cached_vectors(settings.data_dir / "cache" / "embeddings", name, [c.page_content for c in chunks], embed)
+    return cached_vectors(settings.data_dir / "cache" / "embeddings", name, texts, embed, prefix="" if what == "passages" else f"{what}-")
 
 
 def format_report(report: dict) -> str:

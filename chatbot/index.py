@@ -3,7 +3,7 @@ curated FAQ questions embedded on their own (matched query to query, for the ver
 decision), and the chunks' metadata, with their rows grouped by title.
 
 On disk under `<data_dir>/index/`: `versions/<version>/` holds `passages.faiss`, `questions.faiss`,
-`bm25/`, `chunks.jsonl` and `manifest.json`; the file `CURRENT` names the live version. A save writes
+`answers.npy`, `bm25/`, `chunks.jsonl` and `manifest.json`; the file `CURRENT` names the live version. A save writes
 the new version in a temporary folder (files and folders fsynced), renames it into place, then
 replaces `CURRENT` atomically, so a crash at any point leaves the previous version live. The
 manifest records the embedder and chunker (a change means re-embedding) and whatever the caller
@@ -11,6 +11,10 @@ adds (`kb.py` keeps the document catalogue there, so documents and chunks swap t
 
 An index object is read-only once built and shared by every session; a new version is a new object.
 The stored passage and FAQ-question vectors are kept, so an update embeds only the new chunks.
+
+A passage that is a question with its answer (a FAQ pair, or a text that opens with a question:
+`answer_text`) also has its answer embedded on its own (`answers.npy`, a zero row for the other
+passages): retrieval scores such a passage by its answer too (`retrieval.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,8 +39,33 @@ from chatbot.errors import KnowledgeIndexError
 from chatbot.lexical import tokenize
 
 log = logging.getLogger(__name__)
-CHUNKER_VERSION = "3"  # 3: document ids and pages; PDF, DOCX, HTML, TXT, XLSX, JSON
+CHUNKER_VERSION = "4"  # 3: document ids and pages; PDF, DOCX, HTML, TXT, XLSX, JSON; 4: answers embedded
 KEEP_VERSIONS = 2
+_OPENING_QUESTION = re.compile(r"([^.!?。！？\n]+[?？])\s*(\S.*)", re.S)  # its first sentence asks
+
+
+def answer_text(chunk: Document) -> str | None:
+    """The answer of a passage that is a question with its answer, with the passage's title: a
+    FAQ pair's answer, or what follows a question that opens the text ("Do you have parking?
+    There is onsite parking…"); None for other passages."""
+    title = str(chunk.metadata.get("title") or "")
+    answer = chunk.metadata.get("answer") if chunk.metadata.get("kind") == "faq" else None
+    if answer is None:
+        body = chunk.page_content.removeprefix(f"{title}\n") if title else chunk.page_content
+        match = _OPENING_QUESTION.fullmatch(body.strip())
+        if match is None:
+            return None
+        answer = match.group(2)
+    return f"{title}\n{answer}" if title else str(answer)
+
+
+def embed_answers(chunks: list[Document], embed_documents: Callable[[list[str]], list[list[float]]], dims: int) -> np.ndarray:
+    """One row per chunk: its answer's passage embedding (`answer_text`), zeros where it has none."""
+    rows = np.zeros((len(chunks), dims), dtype=np.float32)
+    answers = {i: a for i, c in enumerate(chunks) if (a := answer_text(c)) is not None}
+    if answers:
+        rows[list(answers)] = np.asarray(embed_documents(list(answers.values())), dtype=np.float32)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -49,7 +80,7 @@ class Hit:
 class KnowledgeIndex:
     """Passages and FAQ questions, searchable by embedding. Build with `build`, persist with `save`."""
 
-    def __init__(self, chunks: list[Document], passages, questions, bm25, manifest: dict):
+    def __init__(self, chunks: list[Document], passages, questions, bm25, manifest: dict, answers: np.ndarray | None = None):
         self.chunks = chunks
         self._passages = passages
         self._questions = questions
@@ -58,6 +89,8 @@ class KnowledgeIndex:
         self.manifest = manifest
         self._faq_units: dict[tuple[int, int], np.ndarray] = {}
         self.vectors = passages.reconstruct_n(0, passages.ntotal) if passages.ntotal else np.zeros((0, manifest["dims"]), np.float32)
+        # Each passage's answer embedded on its own (`answer_text`); a zero row where it has none.
+        self.answer_vectors = answers if answers is not None else np.zeros_like(self.vectors)
         by_title: dict[str, list[int]] = {}
         for row, chunk in enumerate(chunks):
             by_title.setdefault(str(chunk.metadata.get("title", "")), []).append(row)
@@ -70,9 +103,11 @@ class KnowledgeIndex:
     @classmethod
     def build(
         cls, chunks: list[Document], embedder: Embeddings, vectors: np.ndarray | None = None, question_vectors: np.ndarray | None = None,
+        answer_vectors: np.ndarray | None = None,
     ) -> KnowledgeIndex:
-        """Embed the chunks (unless their `vectors` are given) and the FAQ questions (unless
-        `question_vectors`, one row per FAQ chunk in order, are given), and index them."""
+        """Embed the chunks (unless their `vectors` are given), the FAQ questions (unless
+        `question_vectors`, one row per FAQ chunk in order, are given) and the answers (unless
+        `answer_vectors`, one row per chunk, are given: `embed_answers`), and index them."""
         bm25s = _bm25s()
         import faiss
 
@@ -86,6 +121,9 @@ class KnowledgeIndex:
         if question_vectors is None:
             question_vectors = np.asarray([embedder.embed_query(q) for q in questions], dtype=np.float32)
         question_rows = np.ascontiguousarray(question_vectors, dtype=np.float32).reshape(len(faq_rows), passage_rows.shape[1])
+        if answer_vectors is None:
+            answer_vectors = embed_answers(chunks, embedder.embed_documents, passage_rows.shape[1])
+        answer_rows = np.ascontiguousarray(answer_vectors, dtype=np.float32).reshape(passage_rows.shape)
         passages = faiss.IndexFlatIP(passage_rows.shape[1])
         passages.add(passage_rows)
         question_index = faiss.IndexFlatIP(passage_rows.shape[1])
@@ -102,7 +140,7 @@ class KnowledgeIndex:
             "dims": int(passage_rows.shape[1]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        return cls(chunks, passages, question_index, bm25, manifest)
+        return cls(chunks, passages, question_index, bm25, manifest, answer_rows)
 
     def search(self, query_vector: list[float], k: int) -> list[Hit]:
         """The `k` passages most similar to the query, best first."""
@@ -151,6 +189,7 @@ class KnowledgeIndex:
         tmp.mkdir()
         faiss.write_index(self._passages, str(tmp / "passages.faiss"))
         faiss.write_index(self._questions, str(tmp / "questions.faiss"))
+        np.save(tmp / "answers.npy", self.answer_vectors)
         self._bm25.save(str(tmp / "bm25"), show_progress=False)
         lines = [json.dumps({"text": c.page_content, "metadata": c.metadata}, ensure_ascii=False) for c in self.chunks]
         (tmp / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -185,10 +224,11 @@ class KnowledgeIndex:
                 chunks.append(Document(id=row["metadata"]["id"], page_content=row["text"], metadata=row["metadata"]))
             passages = faiss.read_index(str(folder / "passages.faiss"))
             questions = faiss.read_index(str(folder / "questions.faiss"))
+            answers = np.load(folder / "answers.npy")
             bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False, verbosity=0)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise KnowledgeIndexError(f"the index in {folder} is unreadable ({e}); run `chatbot kb rebuild`") from e
-        return cls(chunks, passages, questions, bm25, manifest)
+        return cls(chunks, passages, questions, bm25, manifest, answers)
 
 
 def live_manifest(index_dir: Path) -> dict | None:

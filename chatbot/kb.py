@@ -44,6 +44,7 @@ from chatbot.index import (
     KnowledgeIndex,
     atomic_write,
     current_version,
+    embed_answers,
     live_manifest,
 )
 from chatbot.ingest import IngestError, document_id, read_document
@@ -299,22 +300,27 @@ class KnowledgeBase:
             report.version, report.seconds = live.version, time.perf_counter() - started
             return report
         # Chunks in catalogue order: kept ones with their stored vectors, new ones embedded.
-        chunks, vectors, question_vectors = [], [], []
+        chunks, vectors, question_vectors, answer_vectors = [], [], [], []
         if live is not None:
             kept = [i for i, c in enumerate(live.chunks) if c.metadata.get("doc_id") in docs]
             chunks = [live.chunks[i] for i in kept]
             vectors = [live.vectors[kept]]
             question_vectors = [live.question_vectors[[n for n, row in enumerate(live.faq_rows) if live.chunks[row].metadata.get("doc_id") in docs]]]
+            answer_vectors = [live.answer_vectors[kept]]
         fresh = [c for doc_chunks in new_chunks.values() for c in doc_chunks]
         if fresh:
-            vecs, qvecs = self._embed(fresh, report_progress)
+            vecs, qvecs, avecs = self._embed(fresh, report_progress)
             chunks += fresh
             vectors.append(vecs)
             question_vectors.append(qvecs)
+            answer_vectors.append(avecs)
         if not chunks:
             raise KnowledgeIndexError("the knowledge base is empty: add documents (`chatbot kb add FILE`) or files to the knowledge folder")
         report_progress(0.95, "writing the new index version")
-        index = KnowledgeIndex.build(chunks, self.embedder, vectors=np.concatenate(vectors), question_vectors=np.concatenate(question_vectors))
+        index = KnowledgeIndex.build(
+            chunks, self.embedder, vectors=np.concatenate(vectors), question_vectors=np.concatenate(question_vectors),
+            answer_vectors=np.concatenate(answer_vectors),
+        )
         index.manifest |= {
             "documents": sorted(docs.values(), key=lambda d: d["name"]),
             "removed": removed,
@@ -347,8 +353,9 @@ class KnowledgeBase:
         }
         return entry, chunks
 
-    def _embed(self, chunks: list[Document], progress: Progress) -> tuple[np.ndarray, np.ndarray]:
-        """Passage vectors of `chunks` and query vectors of their FAQ questions, in batches."""
+    def _embed(self, chunks: list[Document], progress: Progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Passage vectors of `chunks` (in batches), query vectors of their FAQ questions, and
+        their answers' vectors (`index.embed_answers`)."""
         rows = []
         for start in range(0, len(chunks), EMBED_BATCH):
             batch = chunks[start : start + EMBED_BATCH]
@@ -359,7 +366,9 @@ class KnowledgeBase:
                 checkpoint("mid-embedding")
         questions = [c.metadata["question"] for c in chunks if c.metadata.get("kind") == "faq"]
         qvecs = np.asarray([self.embedder.embed_query(q) for q in questions], dtype=np.float32)
-        return np.concatenate(rows), qvecs.reshape(len(questions), rows[0].shape[1])
+        progress(0.92, "embedding the answers of question-and-answer chunks")
+        answers = embed_answers(chunks, self.embedder.embed_documents, rows[0].shape[1])
+        return np.concatenate(rows), qvecs.reshape(len(questions), rows[0].shape[1]), answers
 
     def _collect_originals(self, docs: dict[str, dict]) -> None:
         """Remove originals no document of the live or the kept previous version uses."""

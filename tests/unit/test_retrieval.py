@@ -119,3 +119,24 @@ def test_the_bm25_baseline_ranks_by_words_alone_and_the_dense_one_by_embeddings_
     by_meaning = Retriever(index, embedder, settings.model_copy(update={"fusion": "dense", "subject_tracking": False})).retrieve(question)
     cosines = np.asarray(index.vectors) @ np.asarray(embedder.embed_query(question.lower()))
     assert [h.row for h in by_meaning.passages] == sorted(range(3), key=lambda r: -cosines[r])
+
+
+def test_among_statements_a_question_and_answer_passage_is_scored_by_its_answer_too():
+    embedder = FakeEmbeddings(dims=256)
+    faq = "Do you offer rooms with a view? Ask for an upper floor."
+    review = "The rooms were spacious."
+    question = "Do you offer spacious rooms with a view?"
+    settings = load_settings("test", environ={}).retrieval.model_copy(update={"fusion": "dense", "subject_tracking": False})
+
+    def ranked(texts):
+        index = _index({"HOTEL": texts}, embedder)
+        whole = np.asarray(index.vectors) @ np.asarray(embedder.embed_query(question.lower()))
+        return [texts[h.row] for h in Retriever(index, embedder, settings).retrieve(question).passages], whole
+
+    order, whole = ranked([faq, review])
+    assert whole[0] > whole[1]  # as a whole the FAQ pair is nearer: its question shares the asking words
+    assert order == [review, faq]  # its answer says nothing of spacious rooms
+    # Among FAQ pairs alone every passage has the form, and they are ranked whole.
+    service = "Do you offer rooms with room service? Yes, meals are brought up until midnight."
+    order, whole = ranked([service, faq])
+    assert whole[1] > whole[0] and order == [faq, service]
