@@ -224,7 +224,8 @@ class KnowledgeIndex:
                 chunks.append(Document(id=row["metadata"]["id"], page_content=row["text"], metadata=row["metadata"]))
             passages = faiss.read_index(str(folder / "passages.faiss"))
             questions = faiss.read_index(str(folder / "questions.faiss"))
-            answers = np.load(folder / "answers.npy")
+            # None for a version made before answers were embedded (chunker 3): `kb` re-embeds it.
+            answers = np.load(folder / "answers.npy") if (folder / "answers.npy").is_file() else None
             bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False, verbosity=0)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise KnowledgeIndexError(f"the index in {folder} is unreadable ({e}); run `chatbot kb rebuild`") from e

@@ -93,3 +93,11 @@ def test_the_live_and_previous_versions_are_kept_and_crash_leftovers_removed(kno
 def test_an_empty_knowledge_base_is_refused():
     with pytest.raises(KnowledgeIndexError, match="knowledge base is empty"):
         KnowledgeIndex.build([], FakeEmbeddings())
+
+
+def test_a_version_made_before_answers_were_embedded_still_loads(knowledge_dir, tmp_path):
+    built = KnowledgeIndex.build(_chunks(knowledge_dir), FakeEmbeddings())
+    folder = built.save(tmp_path / "index")
+    (folder / "answers.npy").unlink()  # as chunker 3 wrote it; `kb` then re-embeds it (another chunker)
+    loaded = KnowledgeIndex.load(tmp_path / "index")
+    assert loaded.answer_vectors.shape == built.vectors.shape and not loaded.answer_vectors.any()
