@@ -80,6 +80,9 @@ class RetrievalSettings(_Section):
     # `history_turns` of the user's own (`history_roles: user`) or of both sides (`both`).
     history_turns: int = Field(2, ge=0, le=10)
     history_roles: Literal["user", "both"] = "user"
+    # Such a follow-up is also ranked on its own, and that ranking's fused scores are added at this
+    # weight to those of the search with its history (zscore fusion; 0 = the history search alone).
+    question_weight: float = Field(1.0, ge=0.0, le=10.0)
     # `zscore`: each dense model's and BM25's scores standardised over the candidates, the dense
     # models' mean and the weighted BM25 added;
     # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only;

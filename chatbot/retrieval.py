@@ -6,8 +6,10 @@
   the Acorn or the Bridge quieter?" searches both), and the question is searched without their names
   (inside their own passages the names tell nothing apart).
 - History-aware search otherwise: the question is embedded (and BM25-searched) together with the
-  user's last `retrieval.history_turns` turns, so a follow-up ("and if I opened it?") finds its subject
-  (measured better than blending the turns' vectors: docs/quality.md).
+  last `retrieval.history_turns` turns (`history_roles`: both sides, or the user's), so a follow-up
+  ("and if I opened it?") finds its subject; and it is ranked on its own too, the two rankings'
+  fused scores added (`question_weight`), so a follow-up that changes topic is not held to the
+  last one (docs/quality.md).
 - Hybrid: each dense model's cosines (two with `PairedEmbeddings`) and BM25's scores are
   standardised over the candidates; the dense models' mean and BM25, weighted by
   `retrieval.bm25_weight`, are added
@@ -123,8 +125,10 @@ class Retriever:
         k = k or self.settings.top_k
         history = history or []
         lang = detect_language(question)
-        # The user's own earlier turns: an answer's text pulls a follow-up towards that answer's passage
-        # ("What if I already opened it?" after the how-to-return answer; docs/quality.md).
+        # The earlier turns searched with a follow-up that names no title (the user's own, or both
+        # sides'), beside the follow-up's own ranking: alone, an answer's text pulls a follow-up back
+        # to that answer's passage ("What if I already opened it?" after the how-to-return answer);
+        # docs/quality.md.
         roles = ("user",) if self.settings.history_roles == "user" else ("user", "assistant")
         previous = [m["content"] for m in history if m["role"] in roles][-self.settings.history_turns :] if self.settings.history_turns else []
         subjects = self.subjects(question, history, lang) if self.settings.subject_tracking else ()
@@ -136,9 +140,17 @@ class Retriever:
         else:
             query_text = " ".join([*previous, asked])
         search_vector = self._embed(query_text)
-        # The question on its own (FAQ match, its form): the multilingual model alone when paired.
-        question_vector = search_vector if query_text == asked else self._embed(asked, multilingual_only=True)
-        rows, mixed = self._rank(search_vector, query_text, subjects, 2 * k)
+        searches = [(search_vector, query_text, 1.0)]
+        if query_text == asked:
+            question_vector = search_vector
+        elif subjects:  # the question on its own (FAQ match, its form): the multilingual model alone
+            question_vector = self._embed(asked, multilingual_only=True)
+        elif self.settings.question_weight > 0:  # a follow-up naming no title: also ranked on its own
+            question_vector = self._embed(asked)
+            searches.append((question_vector, asked, self.settings.question_weight))
+        else:
+            question_vector = self._embed(asked, multilingual_only=True)
+        rows, mixed = self._rank(searches, subjects, 2 * k)
         own = search_vector if subjects else question_vector  # the question itself, without context
         hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0, mixed).tolist())]
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
@@ -203,30 +215,40 @@ class Retriever:
                 cosines[self._has_answer[rows]] = np.minimum(cosines[self._has_answer[rows]], by_answer)
         return cosines
 
-    def _rank(self, vector: np.ndarray, query_text: str, subjects: tuple[str, ...], depth: int) -> tuple[list[int], bool]:
+    def _rank(self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int) -> tuple[list[int], bool]:
         """Row numbers, best first: the subjects' passages, or the candidates of the dense search
         and of BM25 over all passages, ranked by the fused scores; and whether the candidates mix
-        question-and-answer passages with others (`_cosines`)."""
-        lexical = self.index.bm25_scores(tokenize(query_text))
+        question-and-answer passages with others (`_cosines`). `searches` are (vector, text,
+        weight): with zscore fusion their fused scores are added by weight; the baselines rank by
+        the first alone."""
+        if self.settings.fusion != "zscore":
+            searches = searches[:1]
+        lexicals = [self.index.bm25_scores(tokenize(text)) for _, text, _ in searches]
         if subjects:
             candidates = np.unique(np.concatenate([self.index.titles[t] for t in subjects]))
         else:
-            dense_rows = [h.row for h in self.index.search(vector.tolist(), _CANDIDATES)]
-            top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]
-            candidates = np.asarray(sorted(set(dense_rows) | {int(r) for r in top if lexical[r] > 0}), dtype=np.int64)
+            found: set[int] = set()
+            for (vector, _, _), lexical in zip(searches, lexicals):
+                top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]
+                found |= {h.row for h in self.index.search(vector.tolist(), _CANDIDATES)} | {int(r) for r in top if lexical[r] > 0}
+            candidates = np.asarray(sorted(found), dtype=np.int64)
         answered = self._has_answer[candidates]
         mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
+        vector, lexical = searches[0][0], lexicals[0]
         if self.settings.fusion == "bm25":
             return candidates[np.argsort(-lexical[candidates], kind="stable")][:depth].tolist(), mixed
-        dense = [self._cosines(candidates, vector, p, mixed) for p in range(len(self._parts))]
-        dense = [d for d in dense if d.any()]
         if self.settings.fusion == "zscore":
-            # The dense models' mean, so BM25 has the same share whether one model read the
-            # question (Chinese) or two (English).
-            fused = sum(_standardised(d) for d in dense) / max(len(dense), 1)
-            if lexical[candidates].max(initial=0.0) > 0:
-                fused = fused + self.settings.bm25_weight * _standardised(lexical[candidates])
+            fused = np.zeros(len(candidates))
+            for (vector, _, weight), lexical in zip(searches, lexicals):
+                dense = [d for d in (self._cosines(candidates, vector, p, mixed) for p in range(len(self._parts))) if d.any()]
+                # The dense models' mean, so BM25 has the same share whether one model read the
+                # question (Chinese) or two (English).
+                scores = sum(_standardised(d) for d in dense) / max(len(dense), 1)
+                if lexical[candidates].max(initial=0.0) > 0:
+                    scores = scores + self.settings.bm25_weight * _standardised(lexical[candidates])
+                fused = fused + weight * scores
             return candidates[np.argsort(-fused, kind="stable")][:depth].tolist(), mixed
+        dense = [d for d in (self._cosines(candidates, vector, p, mixed) for p in range(len(self._parts))) if d.any()]
         order = np.argsort(-sum(dense), kind="stable")
         if self.settings.fusion == "dense":
             return candidates[order][:depth].tolist(), mixed

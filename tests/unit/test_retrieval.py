@@ -140,3 +140,20 @@ def test_among_statements_a_question_and_answer_passage_is_scored_by_its_answer_
     service = "Do you offer rooms with room service? Yes, meals are brought up until midnight."
     order, whole = ranked([service, faq])
     assert whole[1] > whole[0] and order == [faq, service]
+
+
+def test_a_follow_up_that_names_no_title_is_ranked_on_its_own_too():
+    embedder = FakeEmbeddings(dims=256)
+    texts = ["Express delivery costs USD 14.95 and arrives in 1 to 2 days.", "Opened items can be returned within 14 days; a 15% fee applies.",
+             "Gift cards never expire.", "Standard delivery is free over USD 50."]
+    index = _index({"": texts}, embedder)
+    history = [{"role": "user", "content": "How much does express delivery cost? Is express delivery fast?"},
+               {"role": "assistant", "content": "Express delivery costs USD 14.95."}]
+    settings = load_settings("test", environ={}).retrieval.model_copy(update={"subject_tracking": False})
+
+    def first(question_weight):
+        retriever = Retriever(index, embedder, settings.model_copy(update={"question_weight": question_weight}))
+        return texts[retriever.retrieve("And opened items?", history).passages[0].row]
+
+    assert first(0.0) == texts[0]  # the history's words alone keep it on express delivery
+    assert first(1.0) == texts[1]  # its own ranking beside them: the topic it changed to
