@@ -209,10 +209,11 @@ class Retriever:
         rows = np.asarray(rows, dtype=np.int64)
         cosines = (self.index.vectors[rows, a:b] @ q) / (self._norms[part][rows] * norm)
         if by_answers:
-            answered = rows[self._has_answer[rows]]
+            has = self._has_answer[rows]
+            answered = rows[has]
             if len(answered):
                 by_answer = (self.index.answer_vectors[answered, a:b] @ q) / (self._answer_norms[part][answered] * norm)
-                cosines[self._has_answer[rows]] = np.minimum(cosines[self._has_answer[rows]], by_answer)
+                cosines[has] = np.minimum(cosines[has], by_answer)
         return cosines
 
     def _rank(self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int) -> tuple[list[int], bool]:
@@ -234,13 +235,10 @@ class Retriever:
             candidates = np.asarray(sorted(found), dtype=np.int64)
         answered = self._has_answer[candidates]
         mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
-        vector, lexical = searches[0][0], lexicals[0]
-        if self.settings.fusion == "bm25":
-            return candidates[np.argsort(-lexical[candidates], kind="stable")][:depth].tolist(), mixed
         if self.settings.fusion == "zscore":
             fused = np.zeros(len(candidates))
             for (vector, _, weight), lexical in zip(searches, lexicals):
-                dense = [d for d in (self._cosines(candidates, vector, p, mixed) for p in range(len(self._parts))) if d.any()]
+                dense = self._dense(candidates, vector, mixed)
                 # The dense models' mean, so BM25 has the same share whether one model read the
                 # question (Chinese) or two (English).
                 scores = sum(_standardised(d) for d in dense) / max(len(dense), 1)
@@ -248,7 +246,10 @@ class Retriever:
                     scores = scores + self.settings.bm25_weight * _standardised(lexical[candidates])
                 fused = fused + weight * scores
             return candidates[np.argsort(-fused, kind="stable")][:depth].tolist(), mixed
-        dense = [d for d in (self._cosines(candidates, vector, p, mixed) for p in range(len(self._parts))) if d.any()]
+        vector, lexical = searches[0][0], lexicals[0]
+        if self.settings.fusion == "bm25":
+            return candidates[np.argsort(-lexical[candidates], kind="stable")][:depth].tolist(), mixed
+        dense = self._dense(candidates, vector, mixed)
         order = np.argsort(-sum(dense), kind="stable")
         if self.settings.fusion == "dense":
             return candidates[order][:depth].tolist(), mixed
@@ -259,6 +260,11 @@ class Retriever:
         for rank, row in enumerate(lexical_rows):
             fused_rrf[int(row)] = fused_rrf.get(int(row), 0.0) + self.settings.bm25_weight / (self.settings.rrf_k + rank + 1)
         return sorted(fused_rrf, key=lambda r: -fused_rrf[r])[:depth], mixed
+
+    def _dense(self, candidates: np.ndarray, vector: np.ndarray, by_answers: bool) -> list[np.ndarray]:
+        """Each dense model's cosines of `candidates` with `vector`, less the models that did not
+        read it (a Chinese question's English half)."""
+        return [d for d in (self._cosines(candidates, vector, p, by_answers) for p in range(len(self._parts))) if d.any()]
 
     def _embed(self, text: str, multilingual_only: bool = False) -> np.ndarray:
         """`text` embedded as a query; with `multilingual_only`, a paired embedder's English model is
