@@ -79,6 +79,7 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
         return [*chat, {"role": "assistant", "content": as_text(notice.content)}], notice.id
 
     def respond(message: str, chat: list[dict], conversation: list[dict], stored: str, seen: int):
+        before = chat
         chat = [*chat, {"role": "user", "content": as_text(message)}]
         question = (message or "").strip()
         lang = detect_language(question)
@@ -96,8 +97,9 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
             reply = manager.respond(message, conversation)
         except UserError as e:
             stored = record(stored, "assistant", str(e), mode="refused") if question else stored
-            # An over-long message stays in the box to be shortened; nothing typed is lost.
-            yield message if question else "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
+            # A refused message is not shown as sent: it stays in the box to be shortened, and the
+            # chat shows only why (a 20,000-character bubble would bury the conversation).
+            yield message if question else "", [*before, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
             return
         except Exception:
             log.exception("answering failed")

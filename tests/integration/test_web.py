@@ -55,6 +55,7 @@ def test_bad_messages_get_a_clear_reply_and_the_chat_goes_on(server, message, ex
     client = _client(server)
     _, chat = _chat(client, message)
     assert expected in str(chat[-1]["content"])
+    assert [m["role"] for m in chat] == ["assistant"]  # the refused message is not shown as sent
     _, chat = _chat(client, "What payment methods do you accept?", chat)
     assert "**Sources**" in str(chat[-1]["content"])
 

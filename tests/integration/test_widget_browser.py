@@ -125,6 +125,7 @@ def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_re
     root.find_element(By.CSS_SELECTOR, "textarea").send_keys("y" * 2500, Keys.ENTER)
     WebDriverWait(browser, 30).until(lambda _d: "over the limit of 2000" in _log_text(root))
     assert len(root.find_element(By.CSS_SELECTOR, "textarea").get_property("value")) == 2500
+    assert "y" * 100 not in _log_text(root)  # not shown as sent
     root.find_element(By.CSS_SELECTOR, "textarea").clear()
 
     browser.set_window_size(390, 844)  # a phone

@@ -245,7 +245,7 @@
     if (busy || !text.trim()) return;
     busy = true;
     send.disabled = true;
-    render({ role: "user", content: text });
+    var mine = render({ role: "user", content: text });
     start().then(function () {
       return api("/conversations/" + state.conversation + "/messages", { method: "POST", body: { content: text } });
     }).then(function (response) {
@@ -266,6 +266,7 @@
         }
       });
     }).catch(function (error) {
+      if (error.status) mine.remove();  // refused (too long, too fast): not sent, so not shown as sent
       note(error.message);
       if (!box.value) box.value = text;
     }).then(function () {
