@@ -12,6 +12,7 @@ two shares. Not a test: a measurement for the config (docs/quality.md).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def main() -> None:
     settings = load_settings(overrides=overrides)
     queries = load_queries(query_files, args.limit)
     index, embedder = prepare_index(settings, load_knowledge(args.knowledge), progress=False)
-    forms = TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.data_dir / "cache" / "embeddings")  # even with the check off
+    forms = TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.retrieval.request_neighbours, settings.data_dir / "cache" / "embeddings")  # even with the check off
     retriever = Retriever(index, embedder, settings.retrieval, forms)
     rows = []
     for q in queries:
@@ -71,6 +72,17 @@ def main() -> None:
     print("best pairs (request_threshold, answer_threshold): in-scope answered, out-of-scope abstained")
     for worse, ans, ab, t_req, t_rel in results[:8]:
         print(f"  {t_req:.4f}, {t_rel:.3f}: {ans:.3f}, {ab:.3f}")
+    held_out(forms, embedder, r.request_threshold)
+
+
+def held_out(forms: TurnForms, embedder, threshold: float | None) -> None:
+    """The form check at `threshold` on bench/forms.jsonl: turns written apart from the examples,
+    requests and questions (statements of a problem among them) in several domains."""
+    if threshold is None:
+        return
+    rows = [json.loads(line) for line in (Path(__file__).parent / "forms.jsonl").read_text(encoding="utf-8").splitlines()]
+    wrong = [r["text"] for r in rows if (forms.score(np.asarray(embedder.embed_query(r["text"].lower()))) >= threshold) != (r["form"] == "act")]
+    print(f"bench/forms.jsonl at request_threshold {threshold}: {len(rows) - len(wrong)}/{len(rows)} right; wrong: {wrong}")
 
 
 if __name__ == "__main__":

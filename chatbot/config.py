@@ -93,6 +93,8 @@ class RetrievalSettings(_Section):
     # A turn whose form is this much nearer the request examples than the question examples
     # (`prompts/turns.yaml`, `chatbot/turns.py`) is not answered from a passage; none = no such check.
     request_threshold: float | None = Field(None, ge=-2.0, le=2.0)
+    # How many of the nearest examples of each form are averaged in that score.
+    request_neighbours: int = Field(8, ge=1, le=50)
     # Restrict the search to the passages of the titles (product, venue, document) named last.
     subject_tracking: bool = True
     # Among statements, score a question-and-answer passage by its answer too (`retrieval._cosines`).

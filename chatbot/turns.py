@@ -6,8 +6,10 @@ from the nearest passage is the commonest wrong answer (docs/quality.md: similar
 tell them apart, because they talk about the same things). The turn is compared, in the embedder's
 multilingual space, with hand-written examples of both forms (`prompts/turns.yaml`, in several
 domains and in English and Chinese): `score` is how much nearer its closest "act" examples are than
-its closest "question" examples. Cost per turn: one small matrix product on the question's vector,
-which retrieval computes anyway.
+its closest "question" examples (the mean of the `retrieval.request_neighbours` nearest of each). A
+customer's statement of a problem ("I was charged twice") is a question for the knowledge base, and
+the examples say so. Cost per turn: one small matrix product on the question's vector, which
+retrieval computes anyway.
 """
 
 from __future__ import annotations
@@ -21,39 +23,37 @@ from langchain_core.embeddings import Embeddings
 from chatbot.embeddings import cached_vectors, embedder_name, embedding_parts
 from chatbot.errors import ConfigError
 
-NEAREST = 3  # examples averaged on each side
-
-
 class TurnForms:
     """Examples of both forms, embedded once (cached under `cache_dir` by content and embedder)."""
 
-    def __init__(self, act: np.ndarray, question: np.ndarray, part: tuple[int, int]) -> None:
+    def __init__(self, act: np.ndarray, question: np.ndarray, part: tuple[int, int], nearest: int) -> None:
         self.act = act
         self.question = question
         self.part = part
+        self.nearest = nearest  # examples averaged on each side (`retrieval.request_neighbours`)
 
     @classmethod
-    def load(cls, path: Path, embedder: Embeddings, cache_dir: Path | None = None) -> TurnForms:
+    def load(cls, path: Path, embedder: Embeddings, nearest: int, cache_dir: Path | None = None) -> TurnForms:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
             act, question = [str(t) for t in data["act"]], [str(t) for t in data["question"]]
         except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
             raise ConfigError(f"{path}: needs two lists of example turns, 'act' and 'question' ({e})") from e
-        if len(act) < NEAREST or len(question) < NEAREST:
-            raise ConfigError(f"{path}: give at least {NEAREST} examples in 'act' and in 'question'")
+        if len(act) < nearest or len(question) < nearest:
+            raise ConfigError(f"{path}: give at least {nearest} examples in 'act' and in 'question' (retrieval.request_neighbours)")
         vectors = cached_vectors(cache_dir, embedder_name(embedder), act + question, lambda texts: [embedder.embed_query(t) for t in texts], prefix="turns-")
         part = embedding_parts(embedder, vectors.shape[1])[0]  # the multilingual model's columns
-        return cls(_unit(vectors[: len(act), part[0] : part[1]]), _unit(vectors[len(act) :, part[0] : part[1]]), part)
+        return cls(_unit(vectors[: len(act), part[0] : part[1]]), _unit(vectors[len(act) :, part[0] : part[1]]), part, nearest)
 
     def score(self, question_vector: np.ndarray) -> float:
         """Mean similarity to the nearest "act" examples minus that to the nearest "question"
         examples: above `retrieval.request_threshold` the turn is not a question for the knowledge."""
         v = _unit(np.asarray(question_vector, dtype=np.float32)[None, self.part[0] : self.part[1]])[0]
-        return float(_top_mean(self.act @ v) - _top_mean(self.question @ v))
+        return float(_top_mean(self.act @ v, self.nearest) - _top_mean(self.question @ v, self.nearest))
 
 
-def _top_mean(scores: np.ndarray) -> float:
-    return float(np.sort(scores)[-NEAREST:].mean())
+def _top_mean(scores: np.ndarray, n: int) -> float:
+    return float(np.sort(scores)[-n:].mean())
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -81,3 +81,22 @@ def test_a_chinese_follow_up_stays_in_chinese(manager):
     reply = manager.respond("如果已经拆封了呢？", history).finish()
     assert reply.mode in ("faq", "generate") and any(s.heading in OPENED for s in reply.sources)
     assert detect_language(reply.text) == "zh"
+
+
+def test_the_form_check_tells_requests_from_problems_and_questions_it_has_not_seen(manager):
+    """bench/forms.jsonl: turns written apart from prompts/turns.yaml's examples, in bank, shop,
+    help-desk, travel and government words. A customer's statement of a problem ("I was charged
+    twice") is a question for the knowledge base, not a request to act."""
+    from pathlib import Path
+
+    import numpy as np
+
+    rows = [json.loads(line) for line in (Path(__file__).parents[2] / "bench" / "forms.jsonl").read_text(encoding="utf-8").splitlines()]
+    retriever = manager.retriever
+    threshold = manager.settings.retrieval.request_threshold
+    wrong = [
+        r["text"] for r in rows
+        if (retriever.turns.score(np.asarray(retriever.embedder.embed_query(r["text"].lower()))) >= threshold) != (r["form"] == "act")
+    ]
+    assert len(rows) == 40 and sorted({r["form"] for r in rows}) == ["act", "question"]
+    assert len(wrong) <= 2, wrong

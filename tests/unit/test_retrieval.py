@@ -87,14 +87,14 @@ def test_the_form_of_a_turn_is_scored_against_the_example_turns(tmp_path):
         "question:\n  - do you ship abroad\n  - is parking free\n  - how long is delivery\n  - are pets allowed\n",
         encoding="utf-8",
     )
-    forms = TurnForms.load(examples, FakeEmbeddings(), cache_dir=tmp_path / "cache")
+    forms = TurnForms.load(examples, FakeEmbeddings(), 3, cache_dir=tmp_path / "cache")
     embed = FakeEmbeddings().embed_query
     assert forms.score(np.asarray(embed("please book a table for two"))) > 0 > forms.score(np.asarray(embed("is parking free at night")))
-    again = TurnForms.load(examples, FakeEmbeddings(), cache_dir=tmp_path / "cache")  # from the cache
+    again = TurnForms.load(examples, FakeEmbeddings(), 3, cache_dir=tmp_path / "cache")  # from the cache
     assert np.array_equal(again.act, forms.act)
     examples.write_text("act: [only one]\nquestion: [a, b, c]\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="at least 3 examples"):
-        TurnForms.load(examples, FakeEmbeddings())
+        TurnForms.load(examples, FakeEmbeddings(), 3)
 
 
 def test_a_request_abstains_unless_a_curated_faq_matches_it_closely():
