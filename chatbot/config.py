@@ -201,7 +201,9 @@ def load_settings(
     return settings
 
 
-def _read_profile(profile: str) -> dict[str, Any]:
+def _read_profile(profile: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A profile's keys; one that names a `base` profile changes only what it sets, so the measured
+    retrieval and decision settings of `default.yaml` hold in every profile built on it."""
     path = PROJECT_ROOT / "configs" / f"{profile}.yaml"
     if not path.is_file():
         allowed = sorted(p.stem for p in (PROJECT_ROOT / "configs").glob("*.yaml"))
@@ -212,7 +214,20 @@ def _read_profile(profile: str) -> dict[str, Any]:
         raise ConfigError(f"configs/{profile}.yaml: not valid YAML ({e})") from e
     if not isinstance(data, dict):
         raise ConfigError(f"configs/{profile}.yaml: must be a mapping of keys to values")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if base in (*seen, profile):
+        raise ConfigError(f"configs/{profile}.yaml: base: {base} leads back to itself")
+    return _merged(_read_profile(str(base), (*seen, profile)), data)
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` over it, section by section."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def settings_keys() -> dict[str, tuple[str, ...]]:

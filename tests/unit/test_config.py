@@ -21,6 +21,26 @@ def test_every_profile_loads():
         assert load_settings(path.stem, environ={}).profile == path.stem
 
 
+def test_a_profile_built_on_default_changes_only_what_it_sets():
+    default, gpu = load_settings(environ={}), load_settings("gpu", environ={})
+    assert gpu.llm.backend == "transformers" and gpu.llm.device == "cuda"
+    assert gpu.llm.temperature == default.llm.temperature  # not set in gpu.yaml: the default's
+    assert gpu.embeddings == default.embeddings
+    changed = {k for k, v in gpu.retrieval.model_dump().items() if v != getattr(default.retrieval, k)}
+    assert changed == {"passages_in_prompt", "passage_chars"}  # the measured thresholds hold
+
+
+def test_a_base_that_leads_back_is_refused(tmp_path: Path, monkeypatch):
+    import chatbot.config
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "a.yaml").write_text("base: b\n", encoding="utf-8")
+    (tmp_path / "configs" / "b.yaml").write_text("base: a\nserver: {port: 1}\n", encoding="utf-8")
+    monkeypatch.setattr(chatbot.config, "PROJECT_ROOT", tmp_path)
+    with pytest.raises(ConfigError, match="configs/b.yaml: base: a leads back to itself"):
+        load_settings("a", environ={})
+
+
 def test_chatbot_profile_picks_the_file():
     assert load_settings(environ={"CHATBOT_PROFILE": "test"}).llm.backend == "fake"
 
