@@ -23,6 +23,7 @@ from langchain_core.embeddings import Embeddings
 from chatbot.embeddings import cached_vectors, embedder_name, embedding_parts
 from chatbot.errors import ConfigError
 
+
 class TurnForms:
     """Examples of both forms, embedded once (cached under `cache_dir` by content and embedder)."""
 
