@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=20000)
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--qa", type=float, default=1.0, help="share of the copied passages written as a question and its answer")
+    parser.add_argument("--all-pairs", action="store_true", help="the original passages too written as a question and its answer (a FAQ-only set)")
     parser.add_argument("--knowledge", type=Path, default=DSTC11 / "knowledge.jsonl")
     parser.add_argument("--queries-from", type=Path, action="append")
     args = parser.parse_args()
@@ -38,6 +39,8 @@ def main() -> None:
     queries = [json.loads(line) for path in sources for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     asked = [q["question"] for q in queries]
 
+    if args.all_pairs:  # a statement gets a question from the queries put before it
+        passages = [p if "?" in p["text"] else p | {"text": f"{asked[n % len(asked)].rstrip(' ?')}? {p['text']}"} for n, p in enumerate(passages)]
     made = list(passages)
     copy = 0
     while len(made) < args.passages:

@@ -129,12 +129,16 @@ def run_eval(settings: Settings, knowledge: Path, query_files: list[Path], limit
 def prepare_index(settings: Settings, chunks: list[Document], progress: bool = True):
     """A temporary index of `chunks` with the configured embedder, and the embedder."""
     from chatbot.embeddings import embedder_name, make_embeddings
-    from chatbot.index import KnowledgeIndex, embed_answers
+    from chatbot.index import KnowledgeIndex, answer_text, embed_answers
 
     embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
     name = embedder_name(embedder)
     vectors = _cached_passage_vectors(settings, embedder, name, [c.page_content for c in chunks], progress)
-    answers = embed_answers(chunks, lambda texts: _cached_passage_vectors(settings, embedder, name, texts, progress, "answers"), vectors.shape[1])
+    paired = [answer_text(c) is not None for c in chunks]
+    if any(paired) and not all(paired):
+        answers = embed_answers(chunks, lambda texts: _cached_passage_vectors(settings, embedder, name, texts, progress, "answers"), vectors.shape[1])
+    else:  # answers are read only where pairs and statements mix (`Retriever._cosines`): none to embed
+        answers = np.zeros_like(vectors)
     return KnowledgeIndex.build(chunks, embedder, vectors=vectors, answer_vectors=answers), embedder
 
 

@@ -143,3 +143,24 @@ def test_the_answer_report_by_hand():
     assert report["modes"] == {"faq": 0, "generate": 2, "abstain": 1} and report["generated_correct"] == 0.5
     assert report["first_token_ms"] == {"p50": 1000.0, "p95": 1180.0} and report["tokens_per_s"] == 22.0
     assert [w["id"] for w in report["wrong"]] == ["2"]
+
+
+def test_answers_are_embedded_only_where_pairs_and_statements_mix(tmp_path):
+    """Among FAQ pairs alone the answers are never read (`Retriever._cosines`), so `chatbot eval`
+    does not spend time embedding them; beside a statement they are embedded."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from chatbot.config import load_settings
+    from chatbot.evaluation import load_knowledge, prepare_index
+
+    settings = load_settings("test", environ={}, overrides={"data_dir": str(tmp_path / "data")})
+    pairs = load_knowledge(_write(tmp_path / "k.jsonl", KNOWLEDGE))
+    index, _ = prepare_index(settings, pairs, progress=False)
+    assert not np.abs(index.answer_vectors).any()
+    statement = {"id": "bridge|view", "title": "BRIDGE HOTEL", "text": "The rooms look over the river."}
+    mixed = load_knowledge(_write(tmp_path / "m.jsonl", [*KNOWLEDGE, statement]))
+    index, _ = prepare_index(settings, mixed, progress=False)
+    assert np.abs(index.answer_vectors[:4]).sum(axis=1).all() and not np.abs(index.answer_vectors[4]).any()
+    assert len(list(Path(tmp_path / "data" / "cache" / "embeddings").glob("answers-*.npy"))) == 1  # the mixed set's only
