@@ -15,13 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from langchain_core.documents import Document
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chatbot.index import answer_text  # noqa: E402
 DSTC11 = ROOT.parent / "shared" / "eval" / "dstc11"
 
 
@@ -40,7 +46,7 @@ def main() -> None:
     asked = [q["question"] for q in queries]
 
     if args.all_pairs:  # a statement gets a question from the queries put before it
-        passages = [p if "?" in p["text"] else p | {"text": f"{asked[n % len(asked)].rstrip(' ?')}? {p['text']}"} for n, p in enumerate(passages)]
+        passages = [p if _paired(p) else p | {"text": f"{_as_question(asked[n % len(asked)])} {p['text']}"} for n, p in enumerate(passages)]
     made = list(passages)
     copy = 0
     while len(made) < args.passages:
@@ -50,7 +56,7 @@ def main() -> None:
                 break
             text = p["text"]
             if (n % 100) < args.qa * 100:  # a question from the queries, the passage as its answer
-                text = f"{asked[(n + copy) % len(asked)].rstrip(' ?')} (copy {copy})? {text}"
+                text = f"{_as_question(asked[(n + copy) % len(asked)])} {text}"
             else:
                 text = f"{text} (copy {copy})"
             made.append({"id": f"{p['id']}|copy{copy}", "title": f"{p.get('title', '')} {copy}".strip(), "text": text})
@@ -59,8 +65,8 @@ def main() -> None:
         q = dict(queries[len(pooled) % len(queries)])
         q["id"] = f"{q['id']}|again{len(pooled)}"
         pooled.append(q)
-    qa = sum(1 for p in made if "?" in p["text"].split(". ")[0])
-    print(f"{len(made)} passages ({qa} opening with a question), {len(pooled)} queries", flush=True)
+    qa = sum(1 for p in made if _paired(p))
+    print(f"{len(made)} passages ({qa} of them a question and its answer), {len(pooled)} queries", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         knowledge, query_file = Path(tmp) / "knowledge.jsonl", Path(tmp) / "queries.jsonl"
@@ -76,6 +82,16 @@ def main() -> None:
         sys.exit(done.stderr[-2000:])
     print(f"chatbot eval: {elapsed:.0f} s ({elapsed / 60:.1f} min) in all")
     print(done.stdout.strip())
+
+
+def _as_question(text: str) -> str:
+    """A query as one question sentence (no stop before its question mark)."""
+    return re.sub(r"[.!?。！？]+", " ", text).strip() + "?"
+
+
+def _paired(passage: dict) -> bool:
+    """Whether `chatbot.index.answer_text` reads the passage as a question and its answer."""
+    return answer_text(Document(page_content=passage["text"], metadata={"title": passage.get("title", "")})) is not None
 
 
 if __name__ == "__main__":
