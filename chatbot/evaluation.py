@@ -134,8 +134,8 @@ def prepare_index(settings: Settings, chunks: list[Document], progress: bool = T
     embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
     name = embedder_name(embedder)
     vectors = _cached_passage_vectors(settings, embedder, name, [c.page_content for c in chunks], progress)
-    paired = [answer_text(c) is not None for c in chunks]
-    if any(paired) and not all(paired):
+    paired = sum(answer_text(c) is not None for c in chunks)
+    if 0 < paired < len(chunks):
         answers = embed_answers(chunks, lambda texts: _cached_passage_vectors(settings, embedder, name, texts, progress, "answers"), vectors.shape[1])
     else:  # answers are read only where pairs and statements mix (`Retriever._cosines`): none to embed
         answers = np.zeros_like(vectors)

@@ -43,8 +43,7 @@ def turn_forms(settings: Settings, embedder: Embeddings) -> TurnForms | None:
     """The turn-form examples embedded, when `retrieval.request_threshold` is set."""
     if settings.retrieval.request_threshold is None:
         return None
-    r = settings.retrieval
-    return TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, r.request_neighbours, settings.data_dir / "cache" / "embeddings")
+    return TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.retrieval.request_neighbours, settings.data_dir / "cache" / "embeddings")
 
 
 class IndexWatcher:
