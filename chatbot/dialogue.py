@@ -157,7 +157,7 @@ class DialogueManager:
         """
         started = time.perf_counter()
         history = history or []
-        question = self._checked(message, history)
+        question = self.check(message, history)
         retrieval = self.retriever.retrieve(question, history)
         lang = retrieval.lang
         timings = {"retrieve_ms": retrieval.elapsed_ms}
@@ -194,7 +194,10 @@ class DialogueManager:
             log.exception("the chat model failed while answering")
             yield "\n" + self.prompts.render("error", lang=lang)
 
-    def _checked(self, message: str, history: list[Message]) -> str:
+    def check(self, message: str, history: list[Message]) -> str:
+        """`message` stripped, or `UserError` (in the user's language) when it is empty, over
+        `dialogue.max_message_chars`, or past `dialogue.max_turns`: what `respond` refuses, for a
+        caller that must know before it stores the turn."""
         question = (message or "").strip()
         lang = detect_language(question)
         limits = self.settings.dialogue

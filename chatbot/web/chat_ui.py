@@ -79,28 +79,28 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
         return [*chat, {"role": "assistant", "content": as_text(notice.content)}], notice.id
 
     def respond(message: str, chat: list[dict], conversation: list[dict], stored: str, seen: int):
-        before = chat
+        try:
+            question = manager.check(message, conversation)
+        except UserError as e:
+            # Refused (empty, too long, too many turns): not shown as sent and not stored, as in the
+            # API; the text stays in the box to be shortened, and the chat says why, in a bubble of
+            # its own (the Chatbot does not group consecutive replies).
+            yield message if (message or "").strip() else "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
+            return
         chat = [*chat, {"role": "user", "content": as_text(message)}]
-        question = (message or "").strip()
         lang = detect_language(question)
-        stored = record(stored, "user", question[:20000], lang=lang)
+        stored = record(stored, "user", question, lang=lang)
         state = store.conversation(stored)
         if state is not None and state.status == "handoff":  # a person has it: the bot stays quiet
             yield "", chat, conversation, stored, seen, gr.Timer(active=True)
             return
-        if question and asks_for_a_person(question):
+        if asks_for_a_person(question):
             chat, seen = handed_off(chat, stored, lang)
             yield "", chat, conversation, stored, seen, gr.Timer(active=True)
             return
         try:
             before_turn()
             reply = manager.respond(message, conversation)
-        except UserError as e:
-            stored = record(stored, "assistant", str(e), mode="refused") if question else stored
-            # A refused message is not shown as sent: it stays in the box to be shortened, and the
-            # chat shows only why (a 20,000-character bubble would bury the conversation).
-            yield message if question else "", [*before, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
-            return
         except Exception:
             log.exception("answering failed")
             text = manager.prompts.render("error", lang=lang)
@@ -137,7 +137,7 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
 
     with gr.Blocks(title="Kefu · customer service") as ui:
         gr.Markdown(f"## {manager.business} · customer service / 客服\nAsk in English or Chinese. 可以用中文或英文提问。")
-        chat = gr.Chatbot(label="Chat", height=520, feedback_options=None, buttons=["copy"])
+        chat = gr.Chatbot(label="Chat", height=520, feedback_options=None, buttons=["copy"], group_consecutive_messages=False)
         conversation = gr.State([])
         stored = gr.State("")  # the conversation's id in the store
         seen = gr.State(0)  # the newest stored message shown, for the admin's replies

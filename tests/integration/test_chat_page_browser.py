@@ -58,3 +58,22 @@ def test_a_customer_asking_for_a_person_is_handed_off_and_sees_the_admins_reply(
     assert "Agent · 客服" in text
     assert text.count("Sources") == 0  # the bot stayed quiet: no answer to "Are you there?"
     assert [m.role for m in store.messages(conversation["id"])] == ["user", "assistant", "user", "agent"]
+
+
+def test_a_refused_message_is_kept_in_the_box_and_answered_in_a_bubble_of_its_own(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server)
+    box = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "textarea"))
+    box.send_keys("What payment methods do you accept?", Keys.ENTER)  # a curated FAQ answer
+    bots = lambda d: d.find_elements(By.CSS_SELECTOR, ".message-row.bot-row")
+    WebDriverWait(browser, 60).until(lambda d: bots(d) and "Sources" in bots(d)[-1].text)
+    box.send_keys("y" * 2500, Keys.ENTER)  # over the 2,000-character limit
+    WebDriverWait(browser, 60).until(lambda d: "over the limit of 2000" in bots(d)[-1].text)
+    rows = bots(browser)
+    # Its own bubble: grouped with the answer before it, it read as part of that answer.
+    assert len(rows) == 2 and "Sources" in rows[0].text and "Sources" not in rows[1].text
+    assert not browser.find_elements(By.CSS_SELECTOR, ".message-row.user-row")[1:]  # not shown as sent
+    assert len(browser.find_element(By.CSS_SELECTOR, "textarea").get_attribute("value")) == 2500  # kept to shorten

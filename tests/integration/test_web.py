@@ -51,11 +51,15 @@ def test_a_generated_answer_streams_and_sessions_stay_separate(server):
 
 
 @pytest.mark.parametrize(("message", "expected"), [("   ", "Your message is empty"), ("x" * 20000, "over the limit of 2000")])
-def test_bad_messages_get_a_clear_reply_and_the_chat_goes_on(server, message, expected):
+def test_bad_messages_get_a_clear_reply_and_the_chat_goes_on(server, serve_data, message, expected):
+    from chatbot.store import Store, database_url
+
     client = _client(server)
     _, chat = _chat(client, message)
     assert expected in str(chat[-1]["content"])
     assert [m["role"] for m in chat] == ["assistant"]  # the refused message is not shown as sent
+    rows = Store(database_url("", serve_data)).list_conversations()
+    assert not any(message.strip() and r["first"].startswith(message[:100]) for r in rows)  # nor stored, as in the API
     _, chat = _chat(client, "What payment methods do you accept?", chat)
     assert "**Sources**" in str(chat[-1]["content"])
 

@@ -135,8 +135,11 @@ def test_the_history_in_the_prompt_is_trimmed_to_budget_never_the_question(manag
 )
 def test_bad_messages_get_a_clear_reply_in_the_users_language(manager, message, expected):
     with pytest.raises(UserError, match=expected):
+        manager.check(message, [])  # what the chat page asks before it stores or shows the turn
+    with pytest.raises(UserError, match=expected):
         manager.respond(message)
     assert manager.model.calls == []
+    assert manager.check(f"  {message.strip()[:5] or 'hi'} ", []) == (message.strip()[:5] or "hi")
 
 
 def test_a_model_failure_mid_answer_becomes_an_apology(manager):
