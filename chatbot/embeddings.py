@@ -104,13 +104,15 @@ class SentenceTransformerEmbeddings(Embeddings):
 class PairedEmbeddings(Embeddings):
     """A multilingual embedder and an English one, side by side in each row: `[first | second]`,
     each half L2-normalised, the whole divided by sqrt(2), so the inner product of two rows is the
-    mean of the two cosines. A query that is not English gets zeros in the English half: that model
-    does not know the language (MODELS.md: MiniLM ranks 1 of 10 Chinese paraphrases first)."""
+    mean of the two cosines. A text that is not English, query or passage, gets zeros in the English
+    half and is not given to that model: it does not know the language (MODELS.md: MiniLM ranks 1 of
+    10 Chinese paraphrases first), and a Chinese query reads only the multilingual half anyway."""
 
     def __init__(self, first: Embeddings, english: Embeddings) -> None:
         self.first = first
         self.english = english
-        self.name = f"{embedder_name(first)}+{embedder_name(english)}"
+        # "(en)": the English model reads English texts alone (an index made before has it read all).
+        self.name = f"{embedder_name(first)}+{embedder_name(english)}(en)"
         self._dims: tuple[int, int] | None = None
 
     @property
@@ -129,15 +131,21 @@ class PairedEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return self._join(self.first.embed_documents(texts), _normalise(np.asarray(self.english.embed_documents(texts))))
+        return self._join(self.first.embed_documents(texts), self._english(texts, self.english.embed_documents))
 
     def embed_query(self, text: str) -> list[float]:
+        return self._join([self.first.embed_query(text)], self._english([text], lambda t: [self.english.embed_query(t[0])]))[0]
+
+    def _english(self, texts: list[str], embed: Callable[[list[str]], list[list[float]]]) -> np.ndarray:
+        """The English half of each row: the English model's vector of an English text, else zeros."""
         from chatbot.language import detect_language
 
-        english = np.asarray([self.english.embed_query(text)], dtype=np.float32)
-        if detect_language(text) != "en":
-            english = np.zeros_like(english)
-        return self._join([self.first.embed_query(text)], english)[0]
+        a, b = self.parts[1]
+        rows = np.zeros((len(texts), b - a), dtype=np.float32)
+        english = [i for i, text in enumerate(texts) if detect_language(text) == "en"]
+        if english:
+            rows[english] = _normalise(np.asarray(embed([texts[i] for i in english])))
+        return rows
 
 
 def embedding_parts(embedder: Embeddings, dims: int) -> list[tuple[int, int]]:

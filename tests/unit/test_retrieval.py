@@ -26,12 +26,28 @@ def test_a_paired_row_is_both_models_side_by_side_and_its_inner_product_the_mean
     assert embedding_parts(first, 32) == [(0, 32)]
 
 
-def test_a_question_that_is_not_english_gets_nothing_from_the_english_model():
-    paired = PairedEmbeddings(FakeEmbeddings(dims=32), FakeEmbeddings(dims=16))
+class _Counting(FakeEmbeddings):
+    def __init__(self, dims):
+        super().__init__(dims)
+        self.read: list[str] = []
+
+    def embed_documents(self, texts):
+        self.read.extend(texts)
+        return super().embed_documents(texts)
+
+
+def test_a_text_that_is_not_english_gets_nothing_from_the_english_model_nor_is_given_to_it():
+    english_model = _Counting(dims=16)
+    paired = PairedEmbeddings(FakeEmbeddings(dims=32), english_model)
+    paired.parts  # noqa: B018 (measures the models' dimensions once)
+    english_model.read.clear()
     chinese = np.asarray(paired.embed_query("可以退货吗？"))
     english = np.asarray(paired.embed_query("Can I return it?"))
     assert not chinese[32:].any() and chinese[:32].any()
     assert english[32:].any()
+    rows = np.asarray(paired.embed_documents(["未开封的商品可以在30天内退货。", "Unopened items can be returned within 30 days."]))
+    assert not rows[0, 32:].any() and rows[1, 32:].any() and rows[0, :32].any()
+    assert english_model.read == ["Can I return it?", "Unopened items can be returned within 30 days."]
 
 
 def test_scores_are_standardised_over_the_candidates():
