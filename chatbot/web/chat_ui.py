@@ -79,8 +79,10 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
         return [*chat, {"role": "assistant", "content": as_text(notice.content)}], notice.id
 
     def respond(message: str, chat: list[dict], conversation: list[dict], stored: str, seen: int):
-        try:
-            question = manager.check(message, conversation)
+        state = store.conversation(stored) if stored else None
+        with_person = state is not None and state.status == "handoff"
+        try:  # the turn limit is the bot's: a customer handed off at it can still write to the person
+            question = manager.check(message, [] if with_person else conversation)
         except UserError as e:
             # Refused (empty, too long, too many turns): not shown as sent and not stored, as in the
             # API; the text stays in the box to be shortened, and the chat says why, in a bubble of
@@ -90,8 +92,7 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
         chat = [*chat, {"role": "user", "content": as_text(message)}]
         lang = detect_language(question)
         stored = record(stored, "user", question, lang=lang)
-        state = store.conversation(stored)
-        if state is not None and state.status == "handoff":  # a person has it: the bot stays quiet
+        if with_person:  # a person has it: the bot stays quiet
             yield "", chat, conversation, stored, seen, gr.Timer(active=True)
             return
         if asks_for_a_person(question):
