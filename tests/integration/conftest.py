@@ -118,3 +118,21 @@ def browser(tmp_path):
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     yield driver
     driver.quit()
+
+
+def click(driver, find, timeout: float = 30):
+    """Click the element `find(driver)` returns once nothing covers it: on a loaded machine a
+    Gradio page's pending overlay or an opening dropdown can take the click for a moment
+    (ElementClickInterceptedException). Returns the element clicked."""
+    from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clicked(d):
+        element = find(d)
+        if not element:
+            return False
+        element.click()
+        return element
+
+    ignored = (ElementClickInterceptedException, ElementNotInteractableException, StaleElementReferenceException, StopIteration, IndexError)
+    return WebDriverWait(driver, timeout, poll_frequency=0.3, ignored_exceptions=ignored).until(clicked)

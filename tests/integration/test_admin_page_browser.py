@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import files
-from tests.integration.conftest import ADMIN_PASSWORD
+from tests.integration.conftest import ADMIN_PASSWORD, click
 
 pytestmark = pytest.mark.slow
 QUESTION = "Do you sell heirloom seed kits?"
@@ -48,7 +48,7 @@ def test_an_admin_signs_in_uploads_a_batch_sees_each_outcome_and_removes_a_docum
 
     browser.find_element(By.CSS_SELECTOR, "input[type=file][multiple]").send_keys("\n".join(str(p) for p in (seeds, manual, scan)))
     wait.until(lambda d: "scanned-invoice.pdf" in d.page_source)  # the three files are up
-    next(b for b in browser.find_elements(By.TAG_NAME, "button") if "Add to the knowledge base" in b.text).click()
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if "Add to the knowledge base" in b.text))
     WebDriverWait(browser, 180, poll_frequency=0.3).until(lambda d: "is live" in _text(d))
     page = _text(browser)
     assert "Added seed-kits.csv (1 chunk)" in page and "Added lamp-manual.pdf (1 chunk)" in page
@@ -59,11 +59,9 @@ def test_an_admin_signs_in_uploads_a_batch_sees_each_outcome_and_removes_a_docum
     browser.save_screenshot(str(shot_dir / "admin.png"))
     assert "seed-kits.csv" in _chat_answer(server)  # the upload was made live in the server at once
 
-    picker = browser.find_element(By.CSS_SELECTOR, "input[role=combobox]")
-    picker.click()
+    picker = click(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input[role=combobox]"))
     picker.send_keys("seed-kits.csv")
-    wait.until(lambda d: any("seed-kits.csv" in o.text for o in d.find_elements(By.CSS_SELECTOR, "ul li.item")))
-    next(o for o in browser.find_elements(By.CSS_SELECTOR, "ul li.item") if "seed-kits.csv" in o.text).click()
-    next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Remove document").click()
+    click(browser, lambda d: next(o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if "seed-kits.csv" in o.text))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Remove document"))
     wait.until(lambda d: "Removed seed-kits.csv" in _text(d))
     assert "seed-kits.csv" not in _chat_answer(server)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ADMIN_PASSWORD, _free_port, run_cli
+from tests.integration.conftest import ADMIN_PASSWORD, _free_port, click, run_cli
 
 pytestmark = pytest.mark.slow
 XSS_QUESTION = 'Hi <img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>'
@@ -167,16 +167,14 @@ def test_markup_stays_text_and_a_handoff_reply_from_the_admin_page_appears(host_
     WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
     browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("admin")
     browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(ADMIN_PASSWORD, Keys.ENTER)
-    tab = WebDriverWait(browser, 60).until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Conversations" in b.text])
-    tab[0].click()
-    picker = WebDriverWait(browser, 30).until(lambda d: [i for i in d.find_elements(By.CSS_SELECTOR, "input[role=combobox]") if i.get_attribute("aria-label") == "Conversation" and i.is_displayed()])[0]
-    picker.click()
+    click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Conversations" in b.text), 60)
+    picker = click(browser, lambda d: next(i for i in d.find_elements(By.CSS_SELECTOR, "input[role=combobox]") if i.get_attribute("aria-label") == "Conversation" and i.is_displayed()))
     picker.send_keys(conversation[:8])
-    WebDriverWait(browser, 30).until(lambda d: [o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if conversation[:8] in o.text])[0].click()
+    click(browser, lambda d: next(o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if conversation[:8] in o.text))
     WebDriverWait(browser, 30).until(lambda d: "Handed off" in d.execute_script("return document.body.innerText"))
     reply_box = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.is_displayed() and t.get_attribute("aria-label") != "Show")
     reply_box.send_keys(XSS_REPLY)
-    next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Send reply").click()
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Send reply"))
     WebDriverWait(browser, 30).until(lambda d: XSS_REPLY in d.execute_script("return document.body.innerText"))
     assert browser.execute_script("return window.__xss") is None
     assert not browser.find_elements(By.CSS_SELECTOR, "img[src=x]")
