@@ -83,6 +83,9 @@ class RetrievalSettings(_Section):
     # Such a follow-up is also ranked on its own, and that ranking's fused scores are added at this
     # weight to those of the search with its history (zscore fusion; 0 = the history search alone).
     question_weight: float = Field(1.0, ge=0.0, le=10.0)
+    # Such a follow-up's passages also score, at this weight, the best score of their title's
+    # passages in the search with its history: a conversation stays on a document it never names.
+    title_weight: float = Field(2.0, ge=0.0, le=10.0)
     # `zscore`: each dense model's and BM25's scores standardised over the candidates, the dense
     # models' mean and the weighted BM25 added;
     # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only;

@@ -9,7 +9,9 @@
   last `retrieval.history_turns` turns (`history_roles`: both sides, or the user's), so a follow-up
   ("and if I opened it?") finds its subject; and it is ranked on its own too, the two rankings'
   fused scores added (`question_weight`), so a follow-up that changes topic is not held to the
-  last one (docs/quality.md).
+  last one. Its passages also score their title's best score in the search with the history
+  (`title_weight`): a conversation stays on a document (a policy, a government service's page)
+  that it never names (docs/quality.md).
 - Hybrid: each dense model's cosines (two with `PairedEmbeddings`) and BM25's scores are
   standardised over the candidates; the dense models' mean and BM25, weighted by
   `retrieval.bm25_weight`, are added
@@ -115,6 +117,10 @@ class Retriever:
         # Each dense model's columns, and each passage's norm within them (cosines per model).
         self._parts = embedding_parts(embedder, index.vectors.shape[1])
         self._norms = [np.maximum(np.linalg.norm(index.vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
+        # Each passage's title as a number; an untitled passage has one of its own.
+        self._title_ids = np.arange(len(index.chunks)) + len(index.titles)
+        for number, rows in enumerate(index.titles.values()):
+            self._title_ids[rows] = number
         self._has_answer = np.abs(index.answer_vectors).sum(axis=1) > 0  # question-and-answer passages
         self._answer_norms = [np.maximum(np.linalg.norm(index.answer_vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
         warm_up()
@@ -236,15 +242,12 @@ class Retriever:
         answered = self._has_answer[candidates]
         mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
         if self.settings.fusion == "zscore":
-            fused = np.zeros(len(candidates))
-            for (vector, _, weight), lexical in zip(searches, lexicals):
-                dense = self._dense(candidates, vector, mixed)
-                # The dense models' mean, so BM25 has the same share whether one model read the
-                # question (Chinese) or two (English).
-                scores = sum(_standardised(d) for d in dense) / max(len(dense), 1)
-                if lexical[candidates].max(initial=0.0) > 0:
-                    scores = scores + self.settings.bm25_weight * _standardised(lexical[candidates])
-                fused = fused + weight * scores
+            per_search = [self._zscores(candidates, vector, lexical, mixed) for (vector, _, _), lexical in zip(searches, lexicals)]
+            fused = sum((weight * scores for (_, _, weight), scores in zip(searches, per_search)), np.zeros(len(candidates)))
+            if len(searches) > 1 and self.settings.title_weight > 0:  # a follow-up naming no title
+                title_best = self._title_best(candidates, per_search[0])
+                if title_best is not None:  # the conversation's documents, by the search with its history
+                    fused = fused + self.settings.title_weight * _standardised(title_best)
             return candidates[np.argsort(-fused, kind="stable")][:depth].tolist(), mixed
         vector, lexical = searches[0][0], lexicals[0]
         if self.settings.fusion == "bm25":
@@ -260,6 +263,27 @@ class Retriever:
         for rank, row in enumerate(lexical_rows):
             fused_rrf[int(row)] = fused_rrf.get(int(row), 0.0) + self.settings.bm25_weight / (self.settings.rrf_k + rank + 1)
         return sorted(fused_rrf, key=lambda r: -fused_rrf[r])[:depth], mixed
+
+    def _zscores(self, candidates: np.ndarray, vector: np.ndarray, lexical: np.ndarray, by_answers: bool) -> np.ndarray:
+        """One search's fused scores of `candidates`: each dense model's cosines and BM25's scores
+        standardised; the dense models' mean, so BM25 has the same share whether one model read
+        the question (Chinese) or two (English), plus `bm25_weight` BM25."""
+        dense = self._dense(candidates, vector, by_answers)
+        scores = sum(_standardised(d) for d in dense) / max(len(dense), 1)
+        if lexical[candidates].max(initial=0.0) > 0:
+            scores = scores + self.settings.bm25_weight * _standardised(lexical[candidates])
+        return scores
+
+    def _title_best(self, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+        """Each candidate's best score among the candidates of its title (an untitled passage is a
+        title of its own); None when no title has two candidates, where it would only weigh the
+        scores again."""
+        groups, inverse = np.unique(self._title_ids[candidates], return_inverse=True)
+        if len(groups) == len(candidates):
+            return None
+        best = np.full(len(groups), -np.inf)
+        np.maximum.at(best, inverse, scores)
+        return best[inverse]
 
     def _dense(self, candidates: np.ndarray, vector: np.ndarray, by_answers: bool) -> list[np.ndarray]:
         """Each dense model's cosines of `candidates` with `vector`, less the models that did not

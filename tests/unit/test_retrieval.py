@@ -173,3 +173,29 @@ def test_a_follow_up_that_names_no_title_is_ranked_on_its_own_too():
 
     assert first(0.0) == texts[0]  # the history's words alone keep it on express delivery
     assert first(1.0) == texts[1]  # its own ranking beside them: the topic it changed to
+
+
+def test_a_follow_up_that_names_no_title_stays_on_the_document_its_conversation_is_about():
+    embedder = FakeEmbeddings(dims=256)
+    by_title = {"Hobsons House": ["Hobsons House is a guest house in the west.", "The rooms at Hobsons House are quiet.", "Breakfast is served until ten."],
+                "Acorn Lodge": ["Acorn Lodge is a guest house in the north.", "The rooms are large.", "Breakfast is served until nine every day."]}
+    index = _index(by_title, embedder)
+    history = [{"role": "user", "content": "Are the rooms at Hobsons House quiet?"},
+               {"role": "assistant", "content": "Yes: the rooms at Hobsons House, a guest house in the west, are quiet."}]
+    settings = load_settings("test", environ={}).retrieval.model_copy(update={"subject_tracking": False})
+
+    def first(title_weight):
+        retriever = Retriever(index, embedder, settings.model_copy(update={"title_weight": title_weight}))
+        return index.chunks[retriever.retrieve("is breakfast served every day?", history).passages[0].row].page_content
+
+    assert first(0.0) == "Acorn Lodge\nBreakfast is served until nine every day."  # the question's words alone pick the other one
+    assert first(2.0) == "Hobsons House\nBreakfast is served until ten."  # the conversation's document
+
+
+def test_the_title_score_is_each_passage_s_best_in_its_title_and_none_without_groups():
+    embedder = FakeEmbeddings(dims=32)
+    index = _index({"A": ["a one", "a two"], "B": ["b one"], "": ["loose one", "loose two"]}, embedder)
+    retriever = Retriever(index, embedder, load_settings("test", environ={}).retrieval)
+    rows = np.asarray([0, 1, 2, 3, 4])
+    assert retriever._title_best(rows, np.asarray([0.1, 0.5, 0.3, 0.2, 0.4])).tolist() == [0.5, 0.5, 0.3, 0.2, 0.4]
+    assert retriever._title_best(np.asarray([0, 2, 3]), np.asarray([0.1, 0.3, 0.2])) is None  # every title alone: no say
