@@ -36,9 +36,9 @@ VARIANTS = {
     "dense, question + last 2 turns": {"fusion": "dense", "subject_tracking": False},
     "zscore, question + last 2 turns": {"subject_tracking": False, "question_weight": 0},
     "zscore, question + last 2 user turns": {"subject_tracking": False, "history_roles": "user", "question_weight": 0},
-    "zscore, question + last 2 user turns, + question's own ranking": {"subject_tracking": False, "history_roles": "user", "title_weight": 0},
-    "zscore, question + last 2 turns, + question's own ranking": {"subject_tracking": False, "title_weight": 0},
-    "the same, + title's best in the history search (the fallback, every query)": {"subject_tracking": False},
+    "zscore, question + last 2 user turns, + question's own ranking": {"subject_tracking": False, "history_roles": "user", "title_weight": 0, "topic_change_gap": None},
+    "zscore, question + last 2 turns, + question's own ranking": {"subject_tracking": False, "title_weight": 0, "topic_change_gap": None},
+    "the same, + title score, + change-of-topic check (the fallback, every query)": {"subject_tracking": False},
     "subject tracking, dense in subject": {"fusion": "dense"},
     "subject tracking, rrf in subject": {"fusion": "rrf"},
     "subject tracking, bm25 in subject": {"fusion": "bm25"},
@@ -46,7 +46,7 @@ VARIANTS = {
     "subject tracking, zscore bm25 weight 0.5": {"bm25_weight": 0.5},
     "subject tracking, zscore bm25 weight 0 (dense only)": {"bm25_weight": 0.0},
     "subject tracking, zscore, FAQ pairs scored whole": {"score_answers": False},
-    "subject tracking, zscore, no title score in the fallback": {"title_weight": 0},
+    "subject tracking, zscore, the fallback without title score and check": {"title_weight": 0, "topic_change_gap": None},
     "subject tracking, zscore (default)": {},
 }
 

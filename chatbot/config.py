@@ -85,7 +85,10 @@ class RetrievalSettings(_Section):
     question_weight: float = Field(1.0, ge=0.0, le=10.0)
     # Such a follow-up's passages also score, at this weight, the best score of their title's
     # passages in the search with its history: a conversation stays on a document it never names.
-    title_weight: float = Field(2.0, ge=0.0, le=10.0)
+    title_weight: float = Field(1.0, ge=0.0, le=10.0)
+    # ...unless, ranked on its own, it puts a passage this far (fused standard scores) above the best
+    # of the conversation's title: a change of topic, ranked on its own (none = never).
+    topic_change_gap: float | None = Field(1.5, ge=0.0, le=100.0)
     # `zscore`: each dense model's and BM25's scores standardised over the candidates, the dense
     # models' mean and the weighted BM25 added;
     # `rrf`: the dense order and BM25's fused by reciprocal rank; `dense`: embeddings only;

@@ -11,7 +11,8 @@
   fused scores added (`question_weight`), so a follow-up that changes topic is not held to the
   last one. Its passages also score their title's best score in the search with the history
   (`title_weight`): a conversation stays on a document (a policy, a government service's page)
-  that it never names (docs/quality.md).
+  that it never names; unless the question on its own points at another document
+  (`topic_change_gap`), when it is ranked on its own (docs/quality.md).
 - Hybrid: each dense model's cosines (two with `PairedEmbeddings`) and BM25's scores are
   standardised over the candidates; the dense models' mean and BM25, weighted by
   `retrieval.bm25_weight`, are added
@@ -243,11 +244,14 @@ class Retriever:
         mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
         if self.settings.fusion == "zscore":
             per_search = [self._zscores(candidates, vector, lexical, mixed) for (vector, _, _), lexical in zip(searches, lexicals)]
-            fused = sum((weight * scores for (_, _, weight), scores in zip(searches, per_search)), np.zeros(len(candidates)))
-            if len(searches) > 1 and self.settings.title_weight > 0:  # a follow-up naming no title
-                title_best = self._title_best(candidates, per_search[0])
-                if title_best is not None:  # the conversation's documents, by the search with its history
-                    fused = fused + self.settings.title_weight * _standardised(title_best)
+            if len(searches) > 1 and self._changes_topic(candidates, *per_search[:2]):
+                fused = per_search[1]  # the question points at another document: ranked on its own
+            else:
+                fused = sum((weight * scores for (_, _, weight), scores in zip(searches, per_search)), np.zeros(len(candidates)))
+                if len(searches) > 1 and self.settings.title_weight > 0:  # a follow-up naming no title
+                    title_best = self._title_best(candidates, per_search[0])
+                    if title_best is not None:  # the conversation's documents, by the search with its history
+                        fused = fused + self.settings.title_weight * _standardised(title_best)
             return candidates[np.argsort(-fused, kind="stable")][:depth].tolist(), mixed
         vector, lexical = searches[0][0], lexicals[0]
         if self.settings.fusion == "bm25":
@@ -273,6 +277,19 @@ class Retriever:
         if lexical[candidates].max(initial=0.0) > 0:
             scores = scores + self.settings.bm25_weight * _standardised(lexical[candidates])
         return scores
+
+    def _changes_topic(self, candidates: np.ndarray, with_history: np.ndarray, own: np.ndarray) -> bool:
+        """Whether a follow-up that names no title changes topic: ranked on its own, its best
+        passage stands `retrieval.topic_change_gap` or more (in fused standard scores) above the
+        best passage of the title the search with its history puts first ("How long is the
+        warranty?" after a returns conversation). A question that fits any title ("Are the rooms
+        clean?" among hotels) stays on the conversation's."""
+        gap = self.settings.topic_change_gap
+        titles = self._title_ids[candidates]
+        if gap is None or len(np.unique(titles)) == len(titles):
+            return False
+        current = titles[int(np.argmax(with_history))]
+        return float(own.max() - own[titles == current].max()) >= gap
 
     def _title_best(self, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
         """Each candidate's best score among the candidates of its title (an untitled passage is a

@@ -189,7 +189,7 @@ def test_a_follow_up_that_names_no_title_stays_on_the_document_its_conversation_
         return index.chunks[retriever.retrieve("is breakfast served every day?", history).passages[0].row].page_content
 
     assert first(0.0) == "Acorn Lodge\nBreakfast is served until nine every day."  # the question's words alone pick the other one
-    assert first(2.0) == "Hobsons House\nBreakfast is served until ten."  # the conversation's document
+    assert first(2.0) == "Hobsons House\nBreakfast is served until ten."  # the conversation's document (no change of topic at the default gap)
 
 
 def test_the_title_score_is_each_passage_s_best_in_its_title_and_none_without_groups():
@@ -199,3 +199,20 @@ def test_the_title_score_is_each_passage_s_best_in_its_title_and_none_without_gr
     rows = np.asarray([0, 1, 2, 3, 4])
     assert retriever._title_best(rows, np.asarray([0.1, 0.5, 0.3, 0.2, 0.4])).tolist() == [0.5, 0.5, 0.3, 0.2, 0.4]
     assert retriever._title_best(np.asarray([0, 2, 3]), np.asarray([0.1, 0.3, 0.2])) is None  # every title alone: no say
+
+
+def test_a_follow_up_that_points_at_another_document_on_its_own_is_a_change_of_topic():
+    embedder = FakeEmbeddings(dims=256)
+    by_title = {"Returns policy": ["Items can be returned within 30 days.", "Opened items can be returned within 14 days for a fee.", "Refunds are paid in 5 days."],
+                "Warranty policy": ["Every lamp has a two year warranty.", "The warranty covers faults, not breakage.", "Claims need the receipt."]}
+    index = _index(by_title, embedder)
+    history = [{"role": "user", "content": "Can opened items be returned?"},
+               {"role": "assistant", "content": "Opened items can be returned within 14 days for a fee."}]
+    settings = load_settings("test", environ={}).retrieval.model_copy(update={"subject_tracking": False, "title_weight": 2.0})
+
+    def first(question, gap):
+        retriever = Retriever(index, embedder, settings.model_copy(update={"topic_change_gap": gap}))
+        return index.chunks[retriever.retrieve(question, history).passages[0].row].page_content
+
+    assert first("how long is the lamp warranty?", None).startswith("Returns policy")  # held to the conversation's document
+    assert first("how long is the lamp warranty?", 1.5) == "Warranty policy\nEvery lamp has a two year warranty."
