@@ -285,11 +285,10 @@ class Retriever:
         warranty?" after a returns conversation). A question that fits any title ("Are the rooms
         clean?" among hotels) stays on the conversation's."""
         gap = self.settings.topic_change_gap
-        titles = self._title_ids[candidates]
-        if gap is None or len(np.unique(titles)) == len(titles):
+        own_by_title = None if gap is None else self._title_best(candidates, own)
+        if own_by_title is None:
             return False
-        current = titles[int(np.argmax(with_history))]
-        return float(own.max() - own[titles == current].max()) >= gap
+        return float(own.max() - own_by_title[int(np.argmax(with_history))]) >= gap
 
     def _title_best(self, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
         """Each candidate's best score among the candidates of its title (an untitled passage is a

@@ -175,18 +175,22 @@ def test_a_follow_up_that_names_no_title_is_ranked_on_its_own_too():
     assert first(1.0) == texts[1]  # its own ranking beside them: the topic it changed to
 
 
-def test_a_follow_up_that_names_no_title_stays_on_the_document_its_conversation_is_about():
+def _first_follow_up(by_title: dict[str, list[str]], history: list[dict], question: str, **retrieval) -> str:
+    """The text of the first passage for a follow-up, subject tracking off, with `retrieval` settings."""
     embedder = FakeEmbeddings(dims=256)
+    index = _index(by_title, embedder)
+    settings = load_settings("test", environ={}).retrieval.model_copy(update={"subject_tracking": False, **retrieval})
+    return index.chunks[Retriever(index, embedder, settings).retrieve(question, history).passages[0].row].page_content
+
+
+def test_a_follow_up_that_names_no_title_stays_on_the_document_its_conversation_is_about():
     by_title = {"Hobsons House": ["Hobsons House is a guest house in the west.", "The rooms at Hobsons House are quiet.", "Breakfast is served until ten."],
                 "Acorn Lodge": ["Acorn Lodge is a guest house in the north.", "The rooms are large.", "Breakfast is served until nine every day."]}
-    index = _index(by_title, embedder)
     history = [{"role": "user", "content": "Are the rooms at Hobsons House quiet?"},
                {"role": "assistant", "content": "Yes: the rooms at Hobsons House, a guest house in the west, are quiet."}]
-    settings = load_settings("test", environ={}).retrieval.model_copy(update={"subject_tracking": False})
 
     def first(title_weight):
-        retriever = Retriever(index, embedder, settings.model_copy(update={"title_weight": title_weight}))
-        return index.chunks[retriever.retrieve("is breakfast served every day?", history).passages[0].row].page_content
+        return _first_follow_up(by_title, history, "is breakfast served every day?", title_weight=title_weight)
 
     assert first(0.0) == "Acorn Lodge\nBreakfast is served until nine every day."  # the question's words alone pick the other one
     assert first(2.0) == "Hobsons House\nBreakfast is served until ten."  # the conversation's document (no change of topic at the default gap)
@@ -202,17 +206,13 @@ def test_the_title_score_is_each_passage_s_best_in_its_title_and_none_without_gr
 
 
 def test_a_follow_up_that_points_at_another_document_on_its_own_is_a_change_of_topic():
-    embedder = FakeEmbeddings(dims=256)
     by_title = {"Returns policy": ["Items can be returned within 30 days.", "Opened items can be returned within 14 days for a fee.", "Refunds are paid in 5 days."],
                 "Warranty policy": ["Every lamp has a two year warranty.", "The warranty covers faults, not breakage.", "Claims need the receipt."]}
-    index = _index(by_title, embedder)
     history = [{"role": "user", "content": "Can opened items be returned?"},
                {"role": "assistant", "content": "Opened items can be returned within 14 days for a fee."}]
-    settings = load_settings("test", environ={}).retrieval.model_copy(update={"subject_tracking": False, "title_weight": 2.0})
 
     def first(question, gap):
-        retriever = Retriever(index, embedder, settings.model_copy(update={"topic_change_gap": gap}))
-        return index.chunks[retriever.retrieve(question, history).passages[0].row].page_content
+        return _first_follow_up(by_title, history, question, title_weight=2.0, topic_change_gap=gap)
 
     assert first("how long is the lamp warranty?", None).startswith("Returns policy")  # held to the conversation's document
     assert first("how long is the lamp warranty?", 1.5) == "Warranty policy\nEvery lamp has a two year warranty."
