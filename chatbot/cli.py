@@ -150,6 +150,7 @@ def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.evaluation import calibration_lines
     from chatbot.index import live_manifest
     from chatbot.kb import chunks_label
 
@@ -164,6 +165,8 @@ def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{d['id']}  {d['name']}  {d['type']}  {chunks_label(d['chunks'])}  {d['size'] / 1024:.1f} KB  added {d['added']}  ({d['origin']})")
     for error in manifest.get("refused", []):
         print(f"refused from the knowledge folder: {error}")
+    for line in calibration_lines(manifest.get("calibration")):
+        print(line)
     return 0
 
 

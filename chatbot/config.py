@@ -73,9 +73,10 @@ class RetrievalSettings(_Section):
     # Cosine similarity of the question to a curated FAQ question at or above which the FAQ answer
     # is given verbatim with no LM call (calibrated: see docs/calibration.md).
     faq_threshold: float = Field(0.90, ge=-1.0, le=1.0)
-    # Per language: cosine similarity of the question itself to the passage ranked first below
-    # which Kefu abstains (e5 scores run higher in Chinese; see docs/calibration.md).
-    answer_threshold: dict[Literal["en", "zh"], float] = {"en": 0.835, "zh": 0.87}
+    # Per language: how much a turn must be about this knowledge (`calibration.turn_topic`) to be
+    # answered. Calibrated from the knowledge itself at every index version (`calibration.py`); a
+    # value here overrides that language's calibration.
+    answer_threshold: dict[Literal["en", "zh"], float] = {}
     # Earlier turns searched together with a follow-up when no subject is named: the newest
     # `history_turns` of the user's own (`history_roles: user`) or of both sides (`both`).
     history_turns: int = Field(2, ge=0, le=10)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from chatbot.calibration import Thresholds, resolve, turn_topic
 from chatbot.config import Settings
 from chatbot.errors import ModelBusyError, UserError
 from chatbot.index import KnowledgeIndex
@@ -85,40 +86,36 @@ class Reply:
         }
 
 
-def decide(retrieval: Retrieval, faq_threshold: float, answer_threshold: dict[str, float], request_threshold: float | None = None) -> Mode:
-    """The decision rule, on retrieval scores alone.
+def decide(retrieval: Retrieval, thresholds: Thresholds) -> Mode:
+    """The decision rule, on retrieval scores alone (`abstain_reason` says why it abstains).
 
-    faq       a curated FAQ in the user's language whose question matches at `faq_threshold`, or
+    faq       a curated FAQ in the user's language whose question matches at `thresholds.faq`, or
               whose question is the closest match *and* whose Q+A is the passage ranked first for
-              a relevant question (two retrievers agree: docs/calibration.md)
+              a turn about this knowledge (two retrievers agree: docs/calibration.md)
     abstain   the turn asks to act, choose or close rather than asks a question (its form scores
-              `request_threshold` or more: `turns.py`), or it is not relevant enough to the
-              passages an answer would be given
+              `thresholds.request` or more: `turns.py`), or it is not about this knowledge
+              (`calibration.turn_topic` under the language's calibrated threshold)
     generate  otherwise
     """
     faq = retrieval.faq
     faq_usable = faq is not None and faq.chunk.metadata.get("lang") == retrieval.lang
-    if faq_usable and faq.score >= faq_threshold:
+    if faq_usable and faq.score >= thresholds.faq:
         return "faq"
-    if asks_to_act(retrieval, request_threshold):
-        return "abstain"
-    threshold = answer_threshold.get(retrieval.lang, max(answer_threshold.values()))
-    if not retrieval.passages or retrieval.relevance < threshold:
+    if abstain_reason(retrieval, thresholds) is not None:
         return "abstain"
     if faq_usable and retrieval.passages[0].chunk.metadata.get("id") == faq.chunk.metadata.get("id"):
         return "faq"
     return "generate"
 
 
-def asks_to_act(retrieval: Retrieval, request_threshold: float | None) -> bool:
-    """Whether the turn's form is a request (act, choose, close) rather than a question."""
-    return request_threshold is not None and retrieval.request >= request_threshold
-
-
-def decide_by_settings(retrieval: Retrieval, settings: Settings) -> Mode:
-    """`decide` with the configured thresholds."""
-    r = settings.retrieval
-    return decide(retrieval, r.faq_threshold, r.answer_threshold, r.request_threshold)
+def abstain_reason(retrieval: Retrieval, thresholds: Thresholds) -> str | None:
+    """Why a turn is not answered from the knowledge, unless a curated FAQ matches it outright:
+    "request" (it asks to act, choose or close), "off_topic" (not about this knowledge), or None."""
+    if thresholds.request is not None and retrieval.request >= thresholds.request:
+        return "request"
+    if not retrieval.passages or turn_topic(retrieval) < thresholds.answer_for(retrieval.lang):
+        return "off_topic"
+    return None
 
 
 def trim_history(history: list[Message], budget: int, count_tokens) -> list[Message]:
@@ -158,22 +155,29 @@ class DialogueManager:
         started = time.perf_counter()
         history = history or []
         question = self.check(message, history)
-        retrieval = self.retriever.retrieve(question, history)
+        retriever = self.retriever  # one index version for the whole turn
+        retrieval = retriever.retrieve(question, history)
         lang = retrieval.lang
         timings = {"retrieve_ms": retrieval.elapsed_ms}
-        mode = decide_by_settings(retrieval, self.settings)
-        log.info("mode=%s lang=%s relevance=%.3f request=%.3f faq=%.3f", mode, lang, retrieval.relevance, retrieval.request, retrieval.faq.score if retrieval.faq else -1)
+        thresholds = self.thresholds(retriever)
+        mode = decide(retrieval, thresholds)
+        log.info("mode=%s lang=%s topic=%.3f request=%.3f faq=%.3f", mode, lang, turn_topic(retrieval), retrieval.request, retrieval.faq.score if retrieval.faq else -1)
         if mode == "faq":
             assert retrieval.faq is not None
             hit = retrieval.faq
             return Reply(mode, lang, [_source(hit, self.settings.retrieval.passage_chars)], timings, iter([hit.chunk.metadata["answer"]]), started)
         if mode == "abstain":  # a request to act gets told so, a question that the knowledge does not cover the usual reply
-            reply = "request" if asks_to_act(retrieval, self.settings.retrieval.request_threshold) else "abstain"
+            reply = "request" if abstain_reason(retrieval, thresholds) == "request" else "abstain"
             return Reply(mode, lang, [], timings, iter([self.prompts.render(reply, lang=lang, business=self.business)]), started)
         passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
         sources = [_source(h, self.settings.retrieval.passage_chars) for h in passages]
         messages = self.build_messages(question, [s.text for s in sources], history, lang)
         return Reply(mode, lang, sources, timings, self._generate(messages, lang, sources[0].text if sources else ""), started)
+
+    def thresholds(self, retriever: Retriever | None = None) -> Thresholds:
+        """The decision's thresholds for the index version `retriever` (default: the live one) searches."""
+        retriever = retriever or self.retriever
+        return resolve(self.settings.retrieval, retriever.index.manifest.get("calibration"))
 
     def build_messages(self, question: str, passages: list[str], history: list[Message], lang: str) -> list[Message]:
         """The chat messages for a grounded answer: fixed system text, trimmed history, passages + question."""

@@ -128,6 +128,7 @@ def run_eval(settings: Settings, knowledge: Path, query_files: list[Path], limit
 
 def prepare_index(settings: Settings, chunks: list[Document], progress: bool = True):
     """A temporary index of `chunks` with the configured embedder, and the embedder."""
+    from chatbot.calibration import OFF_TOPIC_FILE, calibrate
     from chatbot.embeddings import embedder_name, make_embeddings
     from chatbot.index import KnowledgeIndex, answer_text, embed_answers
 
@@ -139,26 +140,35 @@ def prepare_index(settings: Settings, chunks: list[Document], progress: bool = T
         answers = embed_answers(chunks, lambda texts: _cached_passage_vectors(settings, embedder, name, texts, progress, "answers"), vectors.shape[1])
     else:  # answers are read only where pairs and statements mix (`Retriever._cosines`): none to embed
         answers = np.zeros_like(vectors)
-    return KnowledgeIndex.build(chunks, embedder, vectors=vectors, answer_vectors=answers), embedder
+    index = KnowledgeIndex.build(chunks, embedder, vectors=vectors, answer_vectors=answers)
+    index.manifest["calibration"] = calibrate(index, embedder, settings.prompts_dir / OFF_TOPIC_FILE, settings.data_dir / "cache" / "embeddings")
+    return index, embedder
 
 
 def evaluate_index(settings: Settings, index, embedder, queries: list[Query], progress: bool = True) -> dict:
     """Run `queries` through the chat's retrieval and decision code over `index`; the report."""
     from tqdm import tqdm
 
-    from chatbot.dialogue import decide_by_settings
+    from chatbot.calibration import resolve
+    from chatbot.dialogue import abstain_reason, decide
     from chatbot.retrieval import Retriever
     from chatbot.runtime import turn_forms
 
     retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
+    thresholds = resolve(settings.retrieval, index.manifest.get("calibration"))
     ranks: dict[str, list[int | None]] = {"all": [], "first_turns": [], "follow_ups": []}
     abstained: dict[bool, list[bool]] = {True: [], False: []}
+    reasons: dict[str, dict[str, int]] = {"in_scope": {}, "out_of_scope": {}}
     latencies = []
     for query in tqdm(queries, desc="queries", disable=not progress, file=sys.stderr):
         retrieval = retriever.retrieve(query.question, query.history, k=max(KS))
         latencies.append(retrieval.elapsed_ms)
-        mode = decide_by_settings(retrieval, settings)
+        mode = decide(retrieval, thresholds)
         abstained[query.in_scope].append(mode == "abstain")
+        if mode == "abstain":
+            reason = abstain_reason(retrieval, thresholds) or "none"
+            counts = reasons["in_scope" if query.in_scope else "out_of_scope"]
+            counts[reason] = counts.get(reason, 0) + 1
         if query.in_scope:
             rank = first_gold_rank([h.chunk.metadata["id"] for h in retrieval.passages], query.gold_ids)
             ranks["all"].append(rank)
@@ -166,6 +176,11 @@ def evaluate_index(settings: Settings, index, embedder, queries: list[Query], pr
     report = {part: rank_metrics(r) for part, r in ranks.items() if r}
     if abstained[False]:
         report["abstain"] = abstain_metrics(abstained[True], abstained[False])
+    report["abstain_reasons"] = reasons
+    report["thresholds"] = {"answer": thresholds.answer, "request": thresholds.request, "faq": thresholds.faq,
+                            "calibrated": sorted(set((index.manifest.get("calibration") or {}).get("answer_threshold", {})) - set(settings.retrieval.answer_threshold))}
+    if index.manifest.get("calibration"):
+        report["calibration"] = index.manifest["calibration"]
     report["latency_ms"] = {"p50": round(statistics.median(latencies), 2), "p95": round(float(np.percentile(latencies, 95)), 2)}
     return report
 
@@ -195,8 +210,26 @@ def format_report(report: dict) -> str:
     if "abstain" in report:
         a = report["abstain"]
         lines.append(f"abstain: precision {a['precision']:.3f}, recall {a['recall']:.3f}, in-scope answered {a['in_scope_answered']:.3f}")
+    for side, counts in report.get("abstain_reasons", {}).items():
+        if counts:
+            lines.append(f"abstained on {side.replace('_', '-')} turns because: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    lines += calibration_lines(report.get("calibration"))
     lines.append(f"latency: p50 {report['latency_ms']['p50']:.1f} ms, p95 {report['latency_ms']['p95']:.1f} ms")
     return "\n".join(lines)
+
+
+def calibration_lines(calibration: dict | None) -> list[str]:
+    """An index version's calibration as lines of text: per language its threshold and the probe
+    shares it reaches, then its warnings."""
+    if not calibration:
+        return ["calibration: none (the thresholds come from the settings)"]
+    lines = []
+    for lang, c in calibration.get("languages", {}).items():
+        answered = "no passages in this language" if c["in_scope_answered"] is None else f"{c['in_scope_answered']:.3f} of its own {c['in_scope_probes']} questions answered"
+        own = f"; domains left out as this knowledge's own: {', '.join(c['own_domains'])}" if c["own_domains"] else ""
+        lines.append(f"calibration {lang}: threshold {c['threshold']:.4f}; {answered}, {c['off_topic_abstained']:.3f} of {c['off_topic_probes']} off-topic questions refused{own}")
+    lines += [f"calibration warning: {w}" for w in calibration.get("warnings", [])]
+    return lines
 
 
 def score_answer(item: dict, mode: str, text: str) -> dict:

@@ -132,7 +132,7 @@ class KnowledgeIndex:
         bm25 = bm25s.BM25()
         bm25.index([tokenize(c.page_content) for c in chunks], show_progress=False)
         manifest = {
-            "version": datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"),  # sorts by age
+            "version": _version_name(),
             "embedder": embedder_name(embedder),
             "chunker": CHUNKER_VERSION,
             "chunks": len(chunks),
@@ -141,6 +141,11 @@ class KnowledgeIndex:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         return cls(chunks, passages, question_index, bm25, manifest, answer_rows)
+
+    def new_version(self, changes: dict) -> KnowledgeIndex:
+        """The same passages as a new version whose manifest has `changes` (a new calibration)."""
+        manifest = self.manifest | changes | {"version": _version_name(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return KnowledgeIndex(self.chunks, self._passages, self._questions, self._bm25, manifest, self.answer_vectors)
 
     def search(self, query_vector: list[float], k: int) -> list[Hit]:
         """The `k` passages most similar to the query, best first."""
@@ -230,6 +235,11 @@ class KnowledgeIndex:
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise KnowledgeIndexError(f"the index in {folder} is unreadable ({e}); run `chatbot kb rebuild`") from e
         return cls(chunks, passages, questions, bm25, manifest, answers)
+
+
+def _version_name() -> str:
+    """A new version's name: the time, which sorts by age."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def live_manifest(index_dir: Path) -> dict | None:

@@ -35,6 +35,7 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from chatbot.calibration import OFF_TOPIC_FILE, calibrate, needs_calibration
 from chatbot.config import Settings
 from chatbot.embeddings import embedder_name
 from chatbot.errors import KnowledgeIndexError, UserError
@@ -109,6 +110,7 @@ class KnowledgeBase:
         self.embedder = embedder
         self.index_dir = settings.index_dir
         self.originals = settings.kb_dir / "originals"
+        self.off_topic = settings.prompts_dir / OFF_TOPIC_FILE  # the calibration's off-topic probes
         self.max_bytes = int(settings.kb.max_file_mb * 2**20)
 
     # --- reading ---------------------------------------------------------------------------------
@@ -208,7 +210,14 @@ class KnowledgeBase:
         if live is not None and not self._compatible(live):
             log.info("the index was made with another embedder or chunker; re-embedding every document")
             live = self._rebuild(live, progress).index
+        elif live is not None and needs_calibration(live.manifest, embedder_name(self.embedder), self.off_topic):
+            log.info("calibrating the index version %s (it has no current calibration)", live.version)
+            live = live.new_version({"calibration": self._calibrate(live)})
+            live.save(self.index_dir, checkpoint)
         return live
+
+    def _calibrate(self, index: KnowledgeIndex) -> dict:
+        return calibrate(index, self.embedder, self.off_topic, self.settings.data_dir / "cache" / "embeddings")
 
     def _compatible(self, index: KnowledgeIndex) -> bool:
         m = index.manifest
@@ -326,6 +335,8 @@ class KnowledgeBase:
             "removed": removed,
             "refused": report.refused if folder_sync else list((live.manifest.get("refused") or []) if live else []),
         }
+        report_progress(0.96, "calibrating when to answer on this knowledge")
+        index.manifest["calibration"] = self._calibrate(index)
         index.save(self.index_dir, checkpoint)
         self._collect_originals(docs)
         report.version, report.embedded_chunks, report.index = index.version, len(fresh), index

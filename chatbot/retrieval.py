@@ -36,7 +36,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from chatbot.config import RetrievalSettings
-from chatbot.embeddings import PairedEmbeddings, embedding_parts
+from chatbot.embeddings import embedding_parts
 from chatbot.index import Hit, KnowledgeIndex
 from chatbot.language import detect_language
 from chatbot.lexical import tokenize, warm_up
@@ -63,6 +63,14 @@ class Retrieval:
     subjects: tuple[str, ...] = ()  # the titles the search was restricted to
     # How much nearer the turn is to requests (act, choose, close) than to questions (`turns.py`).
     request: float = -1.0
+    # `relevance` by each dense model (multilingual first; the English one's is 0 where it did not read it).
+    relevances: tuple[float, ...] = ()
+    # Is the turn about this knowledge at all: by each dense model, the best cosine of the question
+    # on its own over every passage (`topic`), and of the text searched with the conversation
+    # (`topic_in_context`; the same for a first turn). The decision compares them with thresholds
+    # calibrated on this knowledge (`calibration.py`).
+    topic: tuple[float, ...] = ()
+    topic_in_context: tuple[float, ...] = ()
 
 
 def _normalise(text: str) -> str:
@@ -105,6 +113,8 @@ class Retriever:
 
     def __init__(self, index: KnowledgeIndex, embedder: Embeddings, settings: RetrievalSettings, turns: TurnForms | None = None) -> None:
         self.index = index
+        # Query vectors known in advance by their text (calibration's probes: `calibration.py`).
+        self.known_vectors: dict[str, np.ndarray] = {}
         self.embedder = embedder
         self.settings = settings
         self.turns = turns
@@ -126,8 +136,9 @@ class Retriever:
         self._answer_norms = [np.maximum(np.linalg.norm(index.answer_vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
         warm_up()
 
-    def retrieve(self, question: str, history: list[Message] | None = None, k: int | None = None) -> Retrieval:
-        """The best `k` (default `retrieval.top_k`) passages for `question`, asked after `history`."""
+    def retrieve(self, question: str, history: list[Message] | None = None, k: int | None = None, exclude: int | None = None) -> Retrieval:
+        """The best `k` (default `retrieval.top_k`) passages for `question`, asked after `history`;
+        never the passage at row `exclude` (a calibration probe's own passage)."""
         started = time.perf_counter()
         k = k or self.settings.top_k
         history = history or []
@@ -148,25 +159,42 @@ class Retriever:
             query_text = " ".join([*previous, asked])
         search_vector = self._embed(query_text)
         searches = [(search_vector, query_text, 1.0)]
-        if query_text == asked:
-            question_vector = search_vector
-        elif subjects:  # the question on its own (FAQ match, its form): the multilingual model alone
-            question_vector = self._embed(asked, multilingual_only=True)
-        elif self.settings.question_weight > 0:  # a follow-up naming no title: also ranked on its own
-            question_vector = self._embed(asked)
-            searches.append((question_vector, asked, self.settings.question_weight))
-        else:
-            question_vector = self._embed(asked, multilingual_only=True)
-        rows, mixed = self._rank(searches, subjects, 2 * k)
+        # The question on its own (the FAQ match, its form, whether it is about this knowledge at all).
+        question_vector = search_vector if query_text == asked else self._embed(asked)
+        if not subjects and query_text != asked and self.settings.question_weight > 0:
+            searches.append((question_vector, asked, self.settings.question_weight))  # a follow-up naming no title: also ranked on its own
+        rows, mixed = self._rank(searches, subjects, 2 * k, exclude)
         own = search_vector if subjects else question_vector  # the question itself, without context
         hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0, mixed).tolist())]
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
         passages = (same_language or hits)[:k]
         faq = self.index.best_faq(question_vector.tolist(), self._parts[0])
-        given = [h.score for h in passages[: self.settings.passages_in_prompt]]
-        relevance = max(given) if given else -1.0
+        given = [h.row for h in passages[: self.settings.passages_in_prompt]]
+        relevances = tuple(float(self._cosines(given, own, p, mixed).max()) if given else -1.0 for p in range(len(self._parts)))
         request = self.turns.score(question_vector) if self.turns is not None else -1.0
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request)
+        topic = self.best_cosines(question_vector, exclude)
+        context_text = " ".join([*previous, asked])  # with the subject named, searched without the names
+        if context_text == asked:
+            in_context = topic
+        else:
+            in_context = self.best_cosines(search_vector if context_text == query_text else self._embed(context_text), exclude)
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevances[0], subjects, request, relevances, topic, in_context)
+
+    def best_cosines(self, vector: np.ndarray, exclude: int | None = None) -> tuple[float, ...]:
+        """Each dense model's best cosine of `vector` over every passage (but the row `exclude`);
+        0 for a model that did not read it."""
+        best = []
+        for part, (a, b) in enumerate(self._parts):
+            q = vector[a:b]
+            norm = float(np.linalg.norm(q))
+            if norm == 0.0 or not len(self.index.chunks):
+                best.append(0.0)
+                continue
+            cosines = (self.index.vectors[:, a:b] @ q) / (self._norms[part] * norm)
+            if exclude is not None:
+                cosines[exclude] = -1.0
+            best.append(float(cosines.max()))
+        return tuple(best)
 
     def subjects(self, question: str, history: list[Message], lang: str | None = None) -> tuple[str, ...]:
         """The titles named in the question, else in the newest earlier turn that names any, in the
@@ -223,7 +251,7 @@ class Retriever:
                 cosines[has] = np.minimum(cosines[has], by_answer)
         return cosines
 
-    def _rank(self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int) -> tuple[list[int], bool]:
+    def _rank(self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int, exclude: int | None = None) -> tuple[list[int], bool]:
         """Row numbers, best first: the subjects' passages, or the candidates of the dense search
         and of BM25 over all passages, ranked by the fused scores; and whether the candidates mix
         question-and-answer passages with others (`_cosines`). `searches` are (vector, text,
@@ -240,6 +268,10 @@ class Retriever:
                 top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]
                 found |= {h.row for h in self.index.search(vector.tolist(), _CANDIDATES)} | {int(r) for r in top if lexical[r] > 0}
             candidates = np.asarray(sorted(found), dtype=np.int64)
+        if exclude is not None:
+            candidates = candidates[candidates != exclude]
+            if not len(candidates):
+                return [], False
         answered = self._has_answer[candidates]
         mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
         if self.settings.fusion == "zscore":
@@ -306,15 +338,10 @@ class Retriever:
         read it (a Chinese question's English half)."""
         return [d for d in (self._cosines(candidates, vector, p, by_answers) for p in range(len(self._parts))) if d.any()]
 
-    def _embed(self, text: str, multilingual_only: bool = False) -> np.ndarray:
-        """`text` embedded as a query; with `multilingual_only`, a paired embedder's English model is
-        skipped (its columns left zero: nothing that reads them is asked)."""
-        if multilingual_only and isinstance(self.embedder, PairedEmbeddings):
-            vector = np.zeros(self.index.vectors.shape[1], dtype=np.float32)
-            a, b = self._parts[0]
-            vector[a:b] = self.embedder.first.embed_query(text)
-            return vector
-        return np.asarray(self.embedder.embed_query(text), dtype=np.float32)
+    def _embed(self, text: str) -> np.ndarray:
+        """`text` embedded as a query (or its vector known in advance: `known_vectors`)."""
+        known = self.known_vectors.get(text)
+        return known if known is not None else np.asarray(self.embedder.embed_query(text), dtype=np.float32)
 
 
 def _standardised(scores: np.ndarray) -> np.ndarray:

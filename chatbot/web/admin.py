@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from chatbot.errors import ChatbotError
+from chatbot.evaluation import calibration_lines
 from chatbot.index import live_manifest
 from chatbot.kb import KnowledgeBase, Report, Upload, chunks_label
 from chatbot.runtime import IndexWatcher
@@ -38,7 +39,8 @@ def document_rows(kb: KnowledgeBase) -> tuple[list[list], str]:
         f"**Index version** `{manifest.get('version')}` · {len(docs)} documents · {manifest.get('chunks', 0)} chunks · "
         f"embedder `{manifest.get('embedder')}` · made {manifest.get('created')}"
     )
-    return rows, summary
+    calibration = "\n".join(f"- {line}" for line in calibration_lines(manifest.get("calibration")))
+    return rows, f"{summary}\n\n**When to answer** (calibrated on this knowledge):\n{calibration}"
 
 
 def report_markdown(report: Report) -> str:

@@ -3,6 +3,7 @@
 import pytest
 from langchain_core.documents import Document
 
+from chatbot.calibration import Thresholds, turn_topic
 from chatbot.dialogue import DialogueManager, decide, trim_history
 from chatbot.embeddings import FakeEmbeddings
 from chatbot.errors import UserError
@@ -18,7 +19,7 @@ def _hit(score, lang="en", kind="faq", id="x"):
 
 
 @pytest.mark.parametrize(
-    ("faq", "relevance", "lang", "expected"),
+    ("faq", "topic", "lang", "expected"),
     [
         (_hit(0.95), 0.95, "en", "faq"),  # confident curated match
         (_hit(0.90), 0.50, "en", "faq"),  # the FAQ threshold is inclusive
@@ -26,16 +27,28 @@ def _hit(score, lang="en", kind="faq", id="x"):
         (_hit(0.89), 0.85, "en", "generate"),
         (_hit(0.85, id="top"), 0.85, "en", "faq"),  # the closest FAQ question is also the top passage: they agree
         (None, 0.80, "en", "generate"),  # the answer threshold is inclusive
-        (_hit(0.89, id="top"), 0.79, "en", "abstain"),  # agreement on an irrelevant passage is no answer
+        (_hit(0.89, id="top"), 0.79, "en", "abstain"),  # agreement on an off-topic turn is no answer
         (None, 0.84, "zh", "abstain"),  # each language has its own threshold
         (None, 0.85, "zh", "generate"),
         (None, -1.0, "zh", "abstain"),  # nothing retrieved
     ],
 )
-def test_decision_rule(faq, relevance, lang, expected):
-    passages = [_hit(relevance, kind="section", id="top")] if relevance > -1 else []
-    retrieval = Retrieval(passages, faq, lang, 1.0, relevance)
-    assert decide(retrieval, faq_threshold=0.90, answer_threshold={"en": 0.80, "zh": 0.85}) == expected
+def test_decision_rule(faq, topic, lang, expected):
+    passages = [_hit(topic, kind="section", id="top")] if topic > -1 else []
+    retrieval = Retrieval(passages, faq, lang, 1.0, topic, topic=(topic,))
+    assert decide(retrieval, Thresholds(0.90, {"en": 0.80, "zh": 0.85})) == expected
+
+
+def test_a_follow_up_is_about_the_knowledge_by_the_mean_of_its_question_alone_and_in_context():
+    passages = [_hit(0.5, kind="section", id="top")]
+    follow_up = Retrieval(passages, None, "en", 1.0, 0.5, topic=(0.70,), topic_in_context=(0.90,))
+    assert turn_topic(follow_up) == pytest.approx(0.80)
+    assert decide(follow_up, Thresholds(0.95, {"en": 0.80})) == "generate"
+    assert decide(follow_up, Thresholds(0.95, {"en": 0.81})) == "abstain"
+    english = Retrieval(passages, None, "en", 1.0, 0.5, topic=(0.90, 0.50))  # both models read it: their mean
+    assert turn_topic(english) == pytest.approx(0.70)
+    chinese = Retrieval(passages, None, "zh", 1.0, 0.5, topic=(0.90, 0.0))  # the English model did not
+    assert turn_topic(chinese) == pytest.approx(0.90)
 
 
 def _count_words(text):

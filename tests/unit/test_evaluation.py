@@ -54,7 +54,7 @@ def test_eval_json_prints_one_object_of_the_documented_shape(tmp_path, capsys, m
     o = _write(tmp_path / "o.jsonl", OUT_OF_SCOPE)
     assert main(["--profile", "test", "eval", "--knowledge", str(k), "--queries", str(q), "--queries", str(o), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"all", "first_turns", "follow_ups", "abstain", "latency_ms"}
+    assert set(report) == {"all", "first_turns", "follow_ups", "abstain", "abstain_reasons", "thresholds", "calibration", "latency_ms"}
     for part in ("all", "first_turns", "follow_ups"):
         assert set(report[part]) == {"n", "hit@1", "hit@5", "hit@10", "mrr@10"}
         assert all(0 <= report[part][m] <= 1 for m in ("hit@1", "hit@5", "hit@10", "mrr@10"))
@@ -62,6 +62,10 @@ def test_eval_json_prints_one_object_of_the_documented_shape(tmp_path, capsys, m
     assert report["all"]["hit@1"] == 1.0  # both found first: by name, and by the subject named earlier
     assert set(report["abstain"]) == {"precision", "recall", "in_scope_answered"}
     assert set(report["latency_ms"]) == {"p50", "p95"}
+    # which rule made each abstain, and the thresholds: the test profile sets them, so none is calibrated
+    assert sum(report["abstain_reasons"]["out_of_scope"].values()) == round(report["abstain"]["recall"])
+    assert set(report["abstain_reasons"]["out_of_scope"]) <= {"request", "off_topic"}
+    assert report["thresholds"]["calibrated"] == [] and set(report["calibration"]["languages"]) == {"en", "zh"}
 
 
 def test_a_part_with_no_queries_is_left_out(tmp_path, capsys, monkeypatch):
@@ -69,7 +73,7 @@ def test_a_part_with_no_queries_is_left_out(tmp_path, capsys, monkeypatch):
     k = _write(tmp_path / "k.jsonl", KNOWLEDGE)
     q = _write(tmp_path / "q.jsonl", QUERIES[:1])
     main(["--profile", "test", "eval", "--knowledge", str(k), "--queries", str(q), "--json"])
-    assert set(json.loads(capsys.readouterr().out)) == {"all", "first_turns", "latency_ms"}
+    assert set(json.loads(capsys.readouterr().out)) == {"all", "first_turns", "abstain_reasons", "thresholds", "calibration", "latency_ms"}
 
 
 def test_a_bad_line_is_an_error_naming_the_file_and_line(tmp_path, capsys, monkeypatch):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from chatbot.calibration import Thresholds
 from chatbot.dialogue import decide
 from chatbot.embeddings import FakeEmbeddings, PairedEmbeddings, embedding_parts
 from chatbot.errors import ConfigError
@@ -118,10 +119,10 @@ def test_a_request_abstains_unless_a_curated_faq_matches_it_closely():
     embedder = FakeEmbeddings()
     index = _index({"Shop": ["Parking is free at the shop."]}, embedder)
     retrieval = Retriever(index, embedder, settings.retrieval).retrieve("Is parking free?")
-    request = Retrieval(retrieval.passages, None, "en", 1.0, relevance=0.9, request=0.02)
-    assert decide(request, 0.9, {"en": 0.5}) == "generate"  # no form check configured
-    assert decide(request, 0.9, {"en": 0.5}, request_threshold=0.01) == "abstain"
-    assert decide(request, 0.9, {"en": 0.5}, request_threshold=0.03) == "generate"
+    request = Retrieval(retrieval.passages, None, "en", 1.0, relevance=0.9, request=0.02, topic=(0.9,))
+    assert decide(request, Thresholds(0.9, {"en": 0.5})) == "generate"  # no form check configured
+    assert decide(request, Thresholds(0.9, {"en": 0.5}, request=0.01)) == "abstain"
+    assert decide(request, Thresholds(0.9, {"en": 0.5}, request=0.03)) == "generate"
 
 
 def test_the_bm25_baseline_ranks_by_words_alone_and_the_dense_one_by_embeddings_alone():
