@@ -6,7 +6,7 @@ off-topic turns (cross-domain off-topic sets): retrieval, and the calibrated dec
 Sets: dstc11 (hotel and restaurant reviews and FAQs, dialogues; ../shared/eval), the shop
 (`bench/shop/`, policies and a FAQ, English and Chinese) and every folder of `bench/sets/` (a help
 centre's FAQ in English, a city's service guides in Chinese, a mobile carrier's FAQ in Chinese).
-Another set's questions are asked as first turns with no gold passage: nothing in this knowledge
+Another set's questions (the first --limit of each) are asked as first turns with no gold passage: nothing in this knowledge
 should answer them. Prints, per knowledge base: the calibration, hit@1/hit@5 and the share of its
 own questions answered, its own out-of-scope turns refused where it has them, and per other set
 the share of its questions refused, with why. Not a test: the figures of docs/quality.md.
@@ -68,8 +68,8 @@ def main() -> None:
         groups = [("own", load_queries(spec["in"])), ("own out-of-scope", load_queries(spec["oos"]))]
         for other, other_spec in sets.items():
             if other != name:
-                firsts = [q for q in load_queries(other_spec["in"]) if not q.history][: args.limit]
-                groups.append((other, [Query(q.id, q.question, [], frozenset(), q.lang) for q in firsts]))
+                asked = load_queries(other_spec["in"])[: args.limit]  # as first turns: their history is another business's
+                groups.append((other, [Query(q.id, q.question, [], frozenset(), q.lang) for q in asked]))
         for group, queries in groups:
             for lang in ("en", "zh"):
                 mine = [q for q in queries if q.lang == lang]

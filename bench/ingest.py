@@ -56,6 +56,8 @@ def main() -> None:
     print(f"embedder {embedder_name(embedder)}; {len(corpus)} documents, {megabytes:.2f} MB, {report.embedded_chunks} chunks")
     print(f"kb add: {total_s:.1f} s = {report.embedded_chunks / total_s:.1f} chunks/s, {megabytes / total_s:.3f} MB/s")
     print(f"  of which reading and chunking (measured apart): {parse_s:.1f} s")
+    calibration_s = report.index.manifest["calibration"]["seconds"]
+    print(f"  of which calibrating when to answer (its probes embedded for the first time): {calibration_s:.1f} s ({calibration_s / total_s:.0%})")
     for name, rate in rates.items():
         print(f"embedder alone, {name}: {rate:.1f} chunks/s")
 

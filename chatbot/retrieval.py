@@ -128,6 +128,8 @@ class Retriever:
         # Each dense model's columns, and each passage's norm within them (cosines per model).
         self._parts = embedding_parts(embedder, index.vectors.shape[1])
         self._norms = [np.maximum(np.linalg.norm(index.vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
+        # ...and each model's passage vectors as contiguous unit rows, for the best cosine over all (`best_cosines`).
+        self._units = [np.ascontiguousarray(index.vectors[:, a:b] / norms[:, None]) for (a, b), norms in zip(self._parts, self._norms)]
         # Each passage's title as a number; an untitled passage has one of its own.
         self._title_ids = np.arange(len(index.chunks)) + len(index.titles)
         for number, rows in enumerate(index.titles.values()):
@@ -184,13 +186,13 @@ class Retriever:
         """Each dense model's best cosine of `vector` over every passage (but the row `exclude`);
         0 for a model that did not read it."""
         best = []
-        for part, (a, b) in enumerate(self._parts):
+        for (a, b), units in zip(self._parts, self._units):
             q = vector[a:b]
             norm = float(np.linalg.norm(q))
-            if norm == 0.0 or not len(self.index.chunks):
+            if norm == 0.0 or not len(units):
                 best.append(0.0)
                 continue
-            cosines = (self.index.vectors[:, a:b] @ q) / (self._norms[part] * norm)
+            cosines = units @ (q / norm)
             if exclude is not None:
                 cosines[exclude] = -1.0
             best.append(float(cosines.max()))
