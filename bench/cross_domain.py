@@ -81,7 +81,7 @@ def main() -> None:
 def _line(retriever: Retriever, thresholds, queries: list[Query]) -> str:
     ranks, answered, reasons = [], [], {}
     for q in queries:
-        r = retriever.retrieve(q.question, q.history, k=5)
+        r = retriever.retrieve(q.question, q.history, k=5, enough=thresholds.answer)
         mode = decide(r, thresholds)
         answered.append(mode != "abstain")
         if mode == "abstain":

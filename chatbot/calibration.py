@@ -107,11 +107,12 @@ class Thresholds:
 
 
 def turn_topic(retrieval) -> float:
-    """How much a turn is about this knowledge: the mean of its question's own `topic_score` and
-    that of the text searched with the conversation (the same for a first turn). The question
-    alone misses a follow-up's subject ("那需要带什么材料？"), the context alone lifts any turn of
-    a conversation on this knowledge; measured in docs/quality.md."""
-    return (topic_score(retrieval.topic, retrieval.lang) + topic_score(retrieval.topic_in_context or retrieval.topic, retrieval.lang)) / 2
+    """How much a turn is about this knowledge: its question's own `topic_score`, or, if higher,
+    the mean of that and the score of the text searched with the conversation (the same for a
+    first turn). The question alone misses a follow-up's subject ("那需要带什么材料？"), the
+    context alone lifts any turn of a conversation on this knowledge; measured in docs/quality.md."""
+    alone = topic_score(retrieval.topic, retrieval.lang)
+    return max(alone, (alone + topic_score(retrieval.topic_in_context or retrieval.topic, retrieval.lang)) / 2)
 
 
 def resolve(settings, calibration: dict | None) -> Thresholds:

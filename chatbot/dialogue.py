@@ -156,10 +156,10 @@ class DialogueManager:
         history = history or []
         question = self.check(message, history)
         retriever = self.retriever  # one index version for the whole turn
-        retrieval = retriever.retrieve(question, history)
+        thresholds = self.thresholds(retriever)
+        retrieval = retriever.retrieve(question, history, enough=thresholds.answer)
         lang = retrieval.lang
         timings = {"retrieve_ms": retrieval.elapsed_ms}
-        thresholds = self.thresholds(retriever)
         mode = decide(retrieval, thresholds)
         log.info("mode=%s lang=%s topic=%.3f request=%.3f faq=%.3f", mode, lang, turn_topic(retrieval), retrieval.request, retrieval.faq.score if retrieval.faq else -1)
         if mode == "faq":

@@ -161,7 +161,7 @@ def evaluate_index(settings: Settings, index, embedder, queries: list[Query], pr
     reasons: dict[str, dict[str, int]] = {"in_scope": {}, "out_of_scope": {}}
     latencies = []
     for query in tqdm(queries, desc="queries", disable=not progress, file=sys.stderr):
-        retrieval = retriever.retrieve(query.question, query.history, k=max(KS))
+        retrieval = retriever.retrieve(query.question, query.history, k=max(KS), enough=thresholds.answer)
         latencies.append(retrieval.elapsed_ms)
         mode = decide(retrieval, thresholds)
         abstained[query.in_scope].append(mode == "abstain")

@@ -36,6 +36,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from chatbot.config import RetrievalSettings
+from chatbot.calibration import topic_score
 from chatbot.embeddings import embedding_parts
 from chatbot.index import Hit, KnowledgeIndex
 from chatbot.language import detect_language
@@ -137,10 +138,17 @@ class Retriever:
         self._has_answer = np.abs(index.answer_vectors).sum(axis=1) > 0  # question-and-answer passages
         self._answer_norms = [np.maximum(np.linalg.norm(index.answer_vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
         warm_up()
+        _one_blas_thread()
 
-    def retrieve(self, question: str, history: list[Message] | None = None, k: int | None = None, exclude: int | None = None) -> Retrieval:
+    def retrieve(
+        self, question: str, history: list[Message] | None = None, k: int | None = None, exclude: int | None = None,
+        enough: dict[str, float] | None = None,
+    ) -> Retrieval:
         """The best `k` (default `retrieval.top_k`) passages for `question`, asked after `history`;
-        never the passage at row `exclude` (a calibration probe's own passage)."""
+        never the passage at row `exclude` (a calibration probe's own passage). With `enough` (the
+        topic thresholds per language), a question on topic by its own words is not embedded again
+        with its conversation to score `topic_in_context` (`calibration.turn_topic` takes the
+        larger)."""
         started = time.perf_counter()
         k = k or self.settings.top_k
         history = history or []
@@ -176,10 +184,12 @@ class Retriever:
         request = self.turns.score(question_vector) if self.turns is not None else -1.0
         topic = self.best_cosines(question_vector, exclude)
         context_text = " ".join([*previous, asked])  # with the subject named, searched without the names
-        if context_text == asked:
-            in_context = topic
+        if context_text == query_text:
+            in_context = self.best_cosines(search_vector, exclude)
+        elif context_text == asked or (enough is not None and topic_score(topic, lang) >= enough.get(lang, max(enough.values()))):
+            in_context = topic  # a first turn, or one on topic by its own words: its context cannot change that
         else:
-            in_context = self.best_cosines(search_vector if context_text == query_text else self._embed(context_text), exclude)
+            in_context = self.best_cosines(self._embed(context_text), exclude)
         return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevances[0], subjects, request, relevances, topic, in_context)
 
     def best_cosines(self, vector: np.ndarray, exclude: int | None = None) -> tuple[float, ...]:
@@ -344,6 +354,15 @@ class Retriever:
         """`text` embedded as a query (or its vector known in advance: `known_vectors`)."""
         known = self.known_vectors.get(text)
         return known if known is not None else np.asarray(self.embedder.embed_query(text), dtype=np.float32)
+
+
+def _one_blas_thread() -> None:
+    """numpy's matrix products on one thread. Two-core machines: OpenBLAS's threads keep spinning
+    after each product over every passage (`best_cosines`) and slow the next query embedding in
+    torch 3x (dstc11 retrieval p50 129 ms, against 43 ms on one BLAS thread: docs/quality.md)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _standardised(scores: np.ndarray) -> np.ndarray:
