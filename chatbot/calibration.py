@@ -176,7 +176,7 @@ def choose(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> dict:
 def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = None) -> dict:
     """The calibration of `index`: per language, the topic threshold and the probe shares it
     reaches (`choose`), and warnings; stored in the version's manifest."""
-    from chatbot.embeddings import cached_vectors, embedder_name, embedding_parts
+    from chatbot.embeddings import cached_vectors, embed_queries, embedder_name, embedding_parts
 
     started = time.perf_counter()
     off_topic = load_off_topic(off_topic_path)
@@ -184,10 +184,14 @@ def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = No
     probes = own + off_topic
     texts = [p.text.lower() for p in probes]  # as the chat embeds a question
     name = embedder_name(embedder)
+    def embed(texts: list[str]) -> list[list[float]]:
+        return embed_queries(embedder, texts)
+
+    # The off-topic probes apart: their vectors are the same for every version (cached by content).
     vectors = np.concatenate([
-        cached_vectors(cache_dir, name, texts[: len(own)], lambda ts: [embedder.embed_query(t) for t in ts], prefix="probes-"),
-        cached_vectors(cache_dir, name, texts[len(own) :], lambda ts: [embedder.embed_query(t) for t in ts], prefix="probes-"),
-    ]) if own else cached_vectors(cache_dir, name, texts, lambda ts: [embedder.embed_query(t) for t in ts], prefix="probes-")
+        cached_vectors(cache_dir, name, texts[: len(own)], embed, prefix="probes-"),
+        cached_vectors(cache_dir, name, texts[len(own) :], embed, prefix="probes-"),
+    ]) if own else cached_vectors(cache_dir, name, texts, embed, prefix="probes-")
     best = best_cosines(index.vectors, vectors, embedding_parts(embedder, index.vectors.shape[1]), [p.row for p in probes])
     scores = np.asarray([topic_score(tuple(b), p.lang) for b, p in zip(best, probes)])
     languages, warnings = {}, []

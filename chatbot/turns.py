@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from langchain_core.embeddings import Embeddings
 
-from chatbot.embeddings import cached_vectors, embedder_name, embedding_parts
+from chatbot.embeddings import cached_vectors, embed_queries, embedder_name, embedding_parts
 from chatbot.errors import ConfigError
 
 
@@ -42,7 +42,7 @@ class TurnForms:
             raise ConfigError(f"{path}: needs two lists of example turns, 'act' and 'question' ({e})") from e
         if len(act) < nearest or len(question) < nearest:
             raise ConfigError(f"{path}: give at least {nearest} examples in 'act' and in 'question' (retrieval.request_neighbours)")
-        vectors = cached_vectors(cache_dir, embedder_name(embedder), act + question, lambda texts: [embedder.embed_query(t) for t in texts], prefix="turns-")
+        vectors = cached_vectors(cache_dir, embedder_name(embedder), act + question, lambda texts: embed_queries(embedder, texts), prefix="turns-")
         part = embedding_parts(embedder, vectors.shape[1])[0]  # the multilingual model's columns
         return cls(_unit(vectors[: len(act), part[0] : part[1]]), _unit(vectors[len(act) :, part[0] : part[1]]), part, nearest)
 
