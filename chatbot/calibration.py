@@ -12,14 +12,14 @@ Instead, each index version measures its own:
 - **Off-topic probes** (`prompts/off_topic.yaml`): several hundred questions and requests of many
   domains, in English and Chinese. A knowledge base of one of those domains (a bank among the
   banking questions) would count its own subject as off-topic, so a domain whose median probe
-  scores as high as the median in-scope probe is left out (`_foreign_domains`).
-- Every probe goes through the chat's own retrieval (`Retriever.retrieve`), so it is scored exactly
-  as a customer's first turn is.
+  scores nearer the in-scope probes' median than the off-topic probes' is left out (`_own_domains`).
+- Every probe is scored as the chat scores a first turn (`Retriever.best_cosines`, `topic_score`):
+  its best cosine over every passage.
 
-The score and the thresholds chosen from the probes are in `choose`; the result is stored in the
-index version's manifest (`manifest["calibration"]`) with the probe rates it reached, and a warning
-when the probes could not be separated. `retrieval.answer_threshold` and
-`retrieval.request_threshold` in the settings override it when set.
+The threshold chosen from the probes is in `choose`; the result is stored in the index version's
+manifest (`manifest["calibration"]`) with the probe shares it reached, and a warning when the
+probes could not be separated. `retrieval.answer_threshold` in the settings overrides a language's
+threshold when set. The form check's `retrieval.request_threshold` is not calibrated.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Thresholds:
     version, with any threshold the settings set in its place (`resolve`)."""
 
     faq: float
-    answer: dict[str, float]  # per language, for `topic`; a language without one uses the highest
+    answer: dict[str, float]  # per language, for `turn_topic`; a language without one uses the highest
     request: float | None = None
 
     def answer_for(self, lang: str) -> float:
@@ -128,8 +128,8 @@ def resolve(settings, calibration: dict | None) -> Thresholds:
 def topic_score(best: tuple[float, ...], lang: str) -> float:
     """One number from each dense model's best cosine (`Retrieval.topic`): for English, where the
     English model read the text, the two models' mean (MiniLM spreads English scores wider than
-    e5, and the mean separated in-scope from off-topic turns best on every set: docs/quality.md);
-    otherwise the multilingual model's."""
+    e5; on the sets of docs/quality.md the mean did as well as MiniLM alone and better than e5
+    alone); otherwise the multilingual model's."""
     if not best:
         return -1.0
     if lang == "en" and len(best) > 1 and best[1] > 0:
@@ -137,7 +137,7 @@ def topic_score(best: tuple[float, ...], lang: str) -> float:
     return best[0]
 
 
-def _foreign_domains(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> list[str]:
+def _own_domains(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> list[str]:
     """The off-topic domains that are this knowledge's own subject: those whose median probe scores
     nearer the in-scope probes' median than the off-topic probes' median."""
     if not len(in_scope):
@@ -153,7 +153,7 @@ def choose(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> dict:
     from the off-topic probes of the other domains (most of both on the right side: the sum of the
     two shares, highest); without any (no passage in this language), the 95th percentile of the
     off-topic probes. With the shares each side reaches there."""
-    own = _foreign_domains(in_scope, by_domain)
+    own = _own_domains(in_scope, by_domain)
     off = np.concatenate([s for d, s in by_domain.items() if d not in own])
     if len(in_scope):
         candidates = np.unique(np.concatenate([in_scope, off]))
