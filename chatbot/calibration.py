@@ -13,8 +13,8 @@ Instead, each index version measures its own:
   domains, in English and Chinese. A knowledge base of one of those domains (a bank among the
   banking questions) would count its own subject as off-topic, so a domain whose median probe
   scores nearer the in-scope probes' median than the off-topic probes' is left out (`_own_domains`).
-- Every probe is scored as the chat scores a first turn (`Retriever.best_cosines`, `topic_score`):
-  its best cosine over every passage.
+- Every probe is scored as the chat scores a first turn (`best_cosines`, `topic_score`): its best
+  cosine over every passage.
 
 The threshold chosen from the probes is in `choose`; the result is stored in the index version's
 manifest (`manifest["calibration"]`) with the probe shares it reached, and a warning when the
@@ -192,7 +192,8 @@ def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = No
         cached_vectors(cache_dir, name, texts[: len(own)], embed, prefix="probes-"),
         cached_vectors(cache_dir, name, texts[len(own) :], embed, prefix="probes-"),
     ]) if own else cached_vectors(cache_dir, name, texts, embed, prefix="probes-")
-    best = best_cosines(index.vectors, vectors, embedding_parts(embedder, index.vectors.shape[1]), [p.row for p in probes])
+    parts = embedding_parts(embedder, index.vectors.shape[1])
+    best = best_cosines(unit_parts(index.vectors, parts), vectors, parts, [p.row for p in probes])
     scores = np.asarray([topic_score(tuple(b), p.lang) for b, p in zip(best, probes)])
     languages, warnings = {}, []
     for lang in ("en", "zh"):
@@ -225,15 +226,19 @@ def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = No
     }
 
 
-def best_cosines(passages: np.ndarray, queries: np.ndarray, parts: list[tuple[int, int]], exclude: list[int | None]) -> np.ndarray:
-    """For each query row, each model's best cosine over the passage rows (the row `exclude[i]`
-    left out for query i); 0 where the query has no vector in a model's columns."""
+def unit_parts(passages: np.ndarray, parts: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Each model's columns of the passage rows as contiguous unit rows (what `best_cosines` reads)."""
+    return [np.ascontiguousarray(_unit(passages[:, a:b])) for a, b in parts]
+
+
+def best_cosines(units: list[np.ndarray], queries: np.ndarray, parts: list[tuple[int, int]], exclude: list[int | None]) -> np.ndarray:
+    """For each query row, each model's best cosine over the passages (`unit_parts`; the row
+    `exclude[i]` left out for query i); 0 where the query has no vector in a model's columns."""
     out = np.zeros((len(queries), len(parts)), dtype=np.float32)
-    if not len(passages) or not len(queries):
+    if not len(queries) or not len(units[0]):
         return out
     held = [(i, r) for i, r in enumerate(exclude) if r is not None]
-    for n, (a, b) in enumerate(parts):
-        p = _unit(passages[:, a:b])
+    for n, ((a, b), p) in enumerate(zip(parts, units)):
         q = queries[:, a:b]
         read = np.linalg.norm(q, axis=1) > 0
         cosines = _unit(q) @ p.T

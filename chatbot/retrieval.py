@@ -36,7 +36,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from chatbot.config import RetrievalSettings
-from chatbot.calibration import topic_score
+from chatbot.calibration import best_cosines, topic_score, unit_parts
 from chatbot.embeddings import embedding_parts
 from chatbot.index import Hit, KnowledgeIndex
 from chatbot.language import detect_language
@@ -64,8 +64,6 @@ class Retrieval:
     subjects: tuple[str, ...] = ()  # the titles the search was restricted to
     # How much nearer the turn is to requests (act, choose, close) than to questions (`turns.py`).
     request: float = -1.0
-    # `relevance` by each dense model (multilingual first; the English one's is 0 where it did not read it).
-    relevances: tuple[float, ...] = ()
     # Is the turn about this knowledge at all: by each dense model, the best cosine of the question
     # on its own over every passage (`topic`), and of the text searched with the conversation
     # (`topic_in_context`; the same for a first turn). The decision compares them with thresholds
@@ -114,8 +112,6 @@ class Retriever:
 
     def __init__(self, index: KnowledgeIndex, embedder: Embeddings, settings: RetrievalSettings, turns: TurnForms | None = None) -> None:
         self.index = index
-        # Query vectors known in advance by their text (calibration's probes: `calibration.py`).
-        self.known_vectors: dict[str, np.ndarray] = {}
         self.embedder = embedder
         self.settings = settings
         self.turns = turns
@@ -130,7 +126,7 @@ class Retriever:
         self._parts = embedding_parts(embedder, index.vectors.shape[1])
         self._norms = [np.maximum(np.linalg.norm(index.vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
         # ...and each model's passage vectors as contiguous unit rows, for the best cosine over all (`best_cosines`).
-        self._units = [np.ascontiguousarray(index.vectors[:, a:b] / norms[:, None]) for (a, b), norms in zip(self._parts, self._norms)]
+        self._units = unit_parts(index.vectors, self._parts)
         # Each passage's title as a number; an untitled passage has one of its own.
         self._title_ids = np.arange(len(index.chunks)) + len(index.titles)
         for number, rows in enumerate(index.titles.values()):
@@ -141,11 +137,10 @@ class Retriever:
         _one_blas_thread()
 
     def retrieve(
-        self, question: str, history: list[Message] | None = None, k: int | None = None, exclude: int | None = None,
-        enough: dict[str, float] | None = None,
+        self, question: str, history: list[Message] | None = None, k: int | None = None, enough: dict[str, float] | None = None,
     ) -> Retrieval:
         """The best `k` (default `retrieval.top_k`) passages for `question`, asked after `history`;
-        never the passage at row `exclude` (a calibration probe's own passage). With `enough` (the
+        with `enough` (the
         topic thresholds per language), a question on topic by its own words is not embedded again
         with its conversation to score `topic_in_context` (`calibration.turn_topic` takes the
         larger)."""
@@ -173,40 +168,29 @@ class Retriever:
         question_vector = search_vector if query_text == asked else self._embed(asked)
         if not subjects and query_text != asked and self.settings.question_weight > 0:
             searches.append((question_vector, asked, self.settings.question_weight))  # a follow-up naming no title: also ranked on its own
-        rows, mixed = self._rank(searches, subjects, 2 * k, exclude)
+        rows, mixed = self._rank(searches, subjects, 2 * k)
         own = search_vector if subjects else question_vector  # the question itself, without context
         hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0, mixed).tolist())]
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
         passages = (same_language or hits)[:k]
         faq = self.index.best_faq(question_vector.tolist(), self._parts[0])
-        given = [h.row for h in passages[: self.settings.passages_in_prompt]]
-        relevances = tuple(float(self._cosines(given, own, p, mixed).max()) if given else -1.0 for p in range(len(self._parts)))
+        given = [h.score for h in passages[: self.settings.passages_in_prompt]]
+        relevance = max(given) if given else -1.0
         request = self.turns.score(question_vector) if self.turns is not None else -1.0
-        topic = self.best_cosines(question_vector, exclude)
+        topic = self.best_cosines(question_vector)
         context_text = " ".join([*previous, asked])  # with the subject named, searched without the names
         if context_text == query_text:
-            in_context = self.best_cosines(search_vector, exclude)
+            in_context = self.best_cosines(search_vector)
         elif context_text == asked or (enough is not None and topic_score(topic, lang) >= enough.get(lang, max(enough.values()))):
             in_context = topic  # a first turn, or one on topic by its own words: its context cannot change that
         else:
-            in_context = self.best_cosines(self._embed(context_text), exclude)
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevances[0], subjects, request, relevances, topic, in_context)
+            in_context = self.best_cosines(self._embed(context_text))
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context)
 
-    def best_cosines(self, vector: np.ndarray, exclude: int | None = None) -> tuple[float, ...]:
-        """Each dense model's best cosine of `vector` over every passage (but the row `exclude`);
-        0 for a model that did not read it."""
-        best = []
-        for (a, b), units in zip(self._parts, self._units):
-            q = vector[a:b]
-            norm = float(np.linalg.norm(q))
-            if norm == 0.0 or not len(units):
-                best.append(0.0)
-                continue
-            cosines = units @ (q / norm)
-            if exclude is not None:
-                cosines[exclude] = -1.0
-            best.append(float(cosines.max()))
-        return tuple(best)
+    def best_cosines(self, vector: np.ndarray) -> tuple[float, ...]:
+        """Each dense model's best cosine of `vector` over every passage; 0 for a model that did
+        not read it."""
+        return tuple(best_cosines(self._units, vector[None, :], self._parts, [None])[0].tolist())
 
     def subjects(self, question: str, history: list[Message], lang: str | None = None) -> tuple[str, ...]:
         """The titles named in the question, else in the newest earlier turn that names any, in the
@@ -263,7 +247,7 @@ class Retriever:
                 cosines[has] = np.minimum(cosines[has], by_answer)
         return cosines
 
-    def _rank(self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int, exclude: int | None = None) -> tuple[list[int], bool]:
+    def _rank(self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int) -> tuple[list[int], bool]:
         """Row numbers, best first: the subjects' passages, or the candidates of the dense search
         and of BM25 over all passages, ranked by the fused scores; and whether the candidates mix
         question-and-answer passages with others (`_cosines`). `searches` are (vector, text,
@@ -280,10 +264,6 @@ class Retriever:
                 top = np.argpartition(-lexical, min(_CANDIDATES, len(lexical) - 1))[:_CANDIDATES]
                 found |= {h.row for h in self.index.search(vector.tolist(), _CANDIDATES)} | {int(r) for r in top if lexical[r] > 0}
             candidates = np.asarray(sorted(found), dtype=np.int64)
-        if exclude is not None:
-            candidates = candidates[candidates != exclude]
-            if not len(candidates):
-                return [], False
         answered = self._has_answer[candidates]
         mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
         if self.settings.fusion == "zscore":
@@ -351,9 +331,7 @@ class Retriever:
         return [d for d in (self._cosines(candidates, vector, p, by_answers) for p in range(len(self._parts))) if d.any()]
 
     def _embed(self, text: str) -> np.ndarray:
-        """`text` embedded as a query (or its vector known in advance: `known_vectors`)."""
-        known = self.known_vectors.get(text)
-        return known if known is not None else np.asarray(self.embedder.embed_query(text), dtype=np.float32)
+        return np.asarray(self.embedder.embed_query(text), dtype=np.float32)
 
 
 def _one_blas_thread() -> None:

@@ -12,6 +12,7 @@ from chatbot.calibration import (
     Probe,
     Thresholds,
     best_cosines,
+    unit_parts,
     calibrate,
     choose,
     in_scope_probes,
@@ -69,7 +70,7 @@ def test_best_cosines_leave_a_probe_s_own_passage_out_and_score_zero_for_a_model
     passages = np.asarray([[1.0, 0.0, 1.0, 0.0], [0.6, 0.8, 0.0, 1.0]], dtype=np.float32)
     queries = np.asarray([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     parts = [(0, 2), (2, 4)]
-    best = best_cosines(passages, queries, parts, [None, 0])
+    best = best_cosines(unit_parts(passages, parts), queries, parts, [None, 0])
     assert best[0].tolist() == pytest.approx([1.0, 0.0])  # its own passage would match itself...
     assert best[1].tolist() == pytest.approx([0.6, 0.0])  # ...held out, the next best counts
 
