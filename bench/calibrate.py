@@ -58,7 +58,7 @@ def main() -> None:
         faq_ok = r.faq is not None and r.faq.chunk.metadata["question"] in probe["gold"] and r.faq.chunk.metadata["lang"] == r.lang
         right = {"abstain": mode == "abstain", "faq": mode == "faq", "answer": (mode == "generate" and 0 < rank <= settings.retrieval.passages_in_prompt) or (mode == "faq" and faq_ok)}[probe["expect"]]
         modes[mode] = modes.get(mode, 0) + 1
-        rows.append(Row(probe["expect"], r.lang, turn_topic(r), r.faq.score if r.faq else -1.0, rank, faq_ok, right))
+        rows.append(Row(probe["expect"], r.lang, turn_topic(r, thresholds.floor.get(r.lang, -1.0)), r.faq.score if r.faq else -1.0, rank, faq_ok, right))
         follow = "↳ " if previous else ""
         print(f"{probe['expect']:8} {mode:8} {rows[-1].relevance:5.3f} {rows[-1].faq:5.3f} {r.request:+7.4f} {rank or '-':>4}  {'' if right else 'WRONG '}{follow}{probe['question']}")
     report(rows, settings.retrieval.passages_in_prompt)

@@ -29,7 +29,7 @@ import logging
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ import yaml
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: the off-topic median (`floor`)
 OFF_TOPIC_FILE = "off_topic.yaml"  # in the prompts folder
 PROBES_PER_LANGUAGE = 300  # in-scope probes sampled per language (a fixed seed: the same each time)
 SEPARATION_WANTED = 0.9  # below this share of either kind of probe on its right side, a warning
@@ -101,17 +101,24 @@ class Thresholds:
     faq: float
     answer: dict[str, float]  # per language, for `turn_topic`; a language without one uses the highest
     request: float | None = None
+    # per language: a question whose own words score under this (the off-topic probes' median) is
+    # not lifted by its conversation (`turn_topic`)
+    floor: dict[str, float] = field(default_factory=dict)
 
     def answer_for(self, lang: str) -> float:
         return self.answer.get(lang, max(self.answer.values()))
 
 
-def turn_topic(retrieval) -> float:
+def turn_topic(retrieval, floor: float = -1.0) -> float:
     """How much a turn is about this knowledge: its question's own `topic_score`, or, if higher,
     the mean of that and the score of the text searched with the conversation (the same for a
-    first turn). The question alone misses a follow-up's subject ("那需要带什么材料？"), the
-    context alone lifts any turn of a conversation on this knowledge; measured in docs/quality.md."""
+    first turn), unless its own score is under `floor` (a typical off-topic question's: "What is
+    the capital of France?" after a returns question). The question alone misses a follow-up's
+    subject ("那需要带什么材料？"), the context alone lifts any turn of a conversation on this
+    knowledge; measured in docs/quality.md."""
     alone = topic_score(retrieval.topic, retrieval.lang)
+    if alone < floor:
+        return alone
     return max(alone, (alone + topic_score(retrieval.topic_in_context or retrieval.topic, retrieval.lang)) / 2)
 
 
@@ -122,7 +129,8 @@ def resolve(settings, calibration: dict | None) -> Thresholds:
     answer.update(settings.answer_threshold or {})
     if not answer:
         raise ConfigError("retrieval.answer_threshold: the index has no calibration and none is set; run `chatbot kb rebuild`")
-    return Thresholds(settings.faq_threshold, answer, settings.request_threshold)
+    floor = {lang: c["off_topic_median"] for lang, c in (calibration or {}).get("languages", {}).items() if "off_topic_median" in c}
+    return Thresholds(settings.faq_threshold, answer, settings.request_threshold, floor)
 
 
 def topic_score(best: tuple[float, ...], lang: str) -> float:
@@ -169,6 +177,7 @@ def choose(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> dict:
         "in_scope_answered": round(float((in_scope >= threshold).mean()), 4) if len(in_scope) else None,
         "off_topic_probes": int(len(off)),
         "off_topic_abstained": round(float((off < threshold).mean()), 4),
+        "off_topic_median": round(float(np.median(off)), 4),
         "own_domains": own,
     }
 
@@ -210,8 +219,9 @@ def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = No
         if answered is not None and min(answered, abstained) < SEPARATION_WANTED:
             warnings.append(
                 f"{lang}: this knowledge's own questions and off-topic ones overlap: at the best threshold {answered:.0%} of its "
-                f"questions would be answered and {abstained:.0%} of off-topic ones refused; add question-and-answer entries "
-                f"(a FAQ file) for what customers ask, or set retrieval.answer_threshold.{lang}"
+                f"questions would be answered and {abstained:.0%} of off-topic ones refused, so some questions near it will be "
+                f"refused or answered wrongly; FAQ entries (a question and its answer) for what customers ask help, and "
+                f"retrieval.answer_threshold.{lang} overrides the threshold"
             )
     for warning in warnings:
         log.warning("calibration: %s", warning)

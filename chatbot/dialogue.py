@@ -113,7 +113,7 @@ def abstain_reason(retrieval: Retrieval, thresholds: Thresholds) -> str | None:
     "request" (it asks to act, choose or close), "off_topic" (not about this knowledge), or None."""
     if thresholds.request is not None and retrieval.request >= thresholds.request:
         return "request"
-    if not retrieval.passages or turn_topic(retrieval) < thresholds.answer_for(retrieval.lang):
+    if not retrieval.passages or turn_topic(retrieval, thresholds.floor.get(retrieval.lang, -1.0)) < thresholds.answer_for(retrieval.lang):
         return "off_topic"
     return None
 
@@ -161,7 +161,7 @@ class DialogueManager:
         lang = retrieval.lang
         timings = {"retrieve_ms": retrieval.elapsed_ms}
         mode = decide(retrieval, thresholds)
-        log.info("mode=%s lang=%s topic=%.3f request=%.3f faq=%.3f", mode, lang, turn_topic(retrieval), retrieval.request, retrieval.faq.score if retrieval.faq else -1)
+        log.info("mode=%s lang=%s topic=%.3f request=%.3f faq=%.3f", mode, lang, turn_topic(retrieval, thresholds.floor.get(lang, -1.0)), retrieval.request, retrieval.faq.score if retrieval.faq else -1)
         if mode == "faq":
             assert retrieval.faq is not None
             hit = retrieval.faq

@@ -45,6 +45,10 @@ def test_a_follow_up_is_about_the_knowledge_by_the_mean_of_its_question_alone_an
     assert turn_topic(follow_up) == pytest.approx(0.80)
     assert decide(follow_up, Thresholds(0.95, {"en": 0.80})) == "generate"
     assert decide(follow_up, Thresholds(0.95, {"en": 0.81})) == "abstain"
+    # under a typical off-topic question's score by its own words, the conversation does not lift it
+    assert decide(follow_up, Thresholds(0.95, {"en": 0.75})) == "generate"
+    assert decide(follow_up, Thresholds(0.95, {"en": 0.75}, floor={"en": 0.72})) == "abstain"
+    assert turn_topic(follow_up, floor=0.72) == pytest.approx(0.70)
     english = Retrieval(passages, None, "en", 1.0, 0.5, topic=(0.90, 0.50))  # both models read it: their mean
     assert turn_topic(english) == pytest.approx(0.70)
     chinese = Retrieval(passages, None, "zh", 1.0, 0.5, topic=(0.90, 0.0))  # the English model did not
