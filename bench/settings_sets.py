@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chatbot.calibration import resolve
 from chatbot.config import load_settings
 from chatbot.evaluation import first_gold_rank, load_knowledge, load_queries, prepare_index
 from chatbot.retrieval import Retriever
@@ -29,6 +30,7 @@ VARIANTS = {
     "no subject tracking": {"subject_tracking": False},
     "title_weight 0": {"title_weight": 0.0},
     "no change-of-topic check": {"topic_change_gap": None},
+    "check on every follow-up": {"gate": False},
     "question_weight 0": {"question_weight": 0.0},
     "history_roles user": {"history_roles": "user"},
     "bm25_weight 0": {"bm25_weight": 0.0},
@@ -55,8 +57,14 @@ def main() -> None:
                 if args.variant and variant not in args.variant:
                     continue
                 started = time.perf_counter()
+                changes = dict(changes)
+                gate = changes.pop("gate", True)  # the change-of-topic check only for questions on topic by their own words
                 retriever = Retriever(index, embedder, settings.retrieval.model_copy(update=changes))
-                ranks = [(bool(q.history), first_gold_rank([h.chunk.metadata["id"] for h in retriever.retrieve(q.question, q.history, k=5).passages], q.gold_ids)) for q in mine]
+                enough = resolve(retriever.settings, index.manifest.get("calibration")).answer if gate else None
+                ranks = [
+                    (bool(q.history), first_gold_rank([h.chunk.metadata["id"] for h in retriever.retrieve(q.question, q.history, k=5, enough=enough).passages], q.gold_ids))
+                    for q in mine
+                ]
                 print(f"   {variant:32} {_hits(ranks)}  follow-ups {_hits([r for r in ranks if r[0]])}  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 

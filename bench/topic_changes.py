@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chatbot.calibration import resolve
 from chatbot.config import load_settings
 from chatbot.evaluation import load_knowledge, load_queries, prepare_index
 from chatbot.retrieval import Retriever
@@ -25,6 +26,7 @@ SHOP = Path(__file__).resolve().parent / "shop"
 VARIANTS = {
     "configured": {},
     "no change-of-topic check": {"topic_change_gap": None},
+    "check on every follow-up (not only on-topic ones)": {"gate": False},
     "no title score, no check (the fallback before)": {"title_weight": 0, "topic_change_gap": None},
     "question only": {"history_turns": 0},
 }
@@ -48,12 +50,15 @@ def main() -> None:
     index, embedder = prepare_index(settings, passages, progress=False)
     print(f"{len(pairs)} changes of topic from {len(firsts)} first turns")
     for name, overrides in VARIANTS.items():
+        overrides = dict(overrides)
+        gate = overrides.pop("gate", True)
         s = load_settings(overrides=base | {f"retrieval.{k}": v for k, v in overrides.items()})
         retriever = Retriever(index, embedder, s.retrieval)
+        enough = resolve(s.retrieval, index.manifest.get("calibration")).answer if gate else None
         hit1 = hit5 = 0
         for a, b in pairs:
             history = [{"role": "user", "content": a.question}, {"role": "assistant", "content": text[sorted(a.gold_ids)[0]]}]
-            ids = [h.chunk.metadata["id"] for h in retriever.retrieve(b.question, history).passages]
+            ids = [h.chunk.metadata["id"] for h in retriever.retrieve(b.question, history, enough=enough).passages]
             hit1 += ids[0] in b.gold_ids
             hit5 += bool(b.gold_ids.intersection(ids[:5]))
         print(f"  {name:48} hit@1 {hit1 / len(pairs):.3f}  hit@5 {hit5 / len(pairs):.3f}", flush=True)

@@ -38,7 +38,7 @@ import yaml
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
-CALIBRATION_VERSION = 2  # 2: the off-topic median (`floor`)
+CALIBRATION_VERSION = 3  # 2: a floor under the lift by the conversation (`floor`); 3: at the lower quartile
 OFF_TOPIC_FILE = "off_topic.yaml"  # in the prompts folder
 PROBES_PER_LANGUAGE = 300  # in-scope probes sampled per language (a fixed seed: the same each time)
 SEPARATION_WANTED = 0.9  # below this share of either kind of probe on its right side, a warning
@@ -101,7 +101,7 @@ class Thresholds:
     faq: float
     answer: dict[str, float]  # per language, for `turn_topic`; a language without one uses the highest
     request: float | None = None
-    # per language: a question whose own words score under this (the off-topic probes' median) is
+    # per language: a question whose own words score under this (the off-topic probes' lower quartile) is
     # not lifted by its conversation (`turn_topic`)
     floor: dict[str, float] = field(default_factory=dict)
 
@@ -112,8 +112,8 @@ class Thresholds:
 def turn_topic(retrieval, floor: float = -1.0) -> float:
     """How much a turn is about this knowledge: its question's own `topic_score`, or, if higher,
     the mean of that and the score of the text searched with the conversation (the same for a
-    first turn), unless its own score is under `floor` (a typical off-topic question's: "What is
-    the capital of France?" after a returns question). The question alone misses a follow-up's
+    first turn), unless its own score is under `floor` (the lower quartile of the off-topic
+    probes': "What is the capital of France?" after a returns question scores there). The question alone misses a follow-up's
     subject ("那需要带什么材料？"), the context alone lifts any turn of a conversation on this
     knowledge; measured in docs/quality.md."""
     alone = topic_score(retrieval.topic, retrieval.lang)
@@ -129,7 +129,7 @@ def resolve(settings, calibration: dict | None) -> Thresholds:
     answer.update(settings.answer_threshold or {})
     if not answer:
         raise ConfigError("retrieval.answer_threshold: the index has no calibration and none is set; run `chatbot kb rebuild`")
-    floor = {lang: c["off_topic_median"] for lang, c in (calibration or {}).get("languages", {}).items() if "off_topic_median" in c}
+    floor = {lang: c["off_topic_quartile"] for lang, c in (calibration or {}).get("languages", {}).items() if "off_topic_quartile" in c}
     return Thresholds(settings.faq_threshold, answer, settings.request_threshold, floor)
 
 
@@ -177,7 +177,7 @@ def choose(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> dict:
         "in_scope_answered": round(float((in_scope >= threshold).mean()), 4) if len(in_scope) else None,
         "off_topic_probes": int(len(off)),
         "off_topic_abstained": round(float((off < threshold).mean()), 4),
-        "off_topic_median": round(float(np.median(off)), 4),
+        "off_topic_quartile": round(float(np.quantile(off, 0.25)), 4),
         "own_domains": own,
     }
 

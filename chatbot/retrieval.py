@@ -12,7 +12,10 @@
   last one. Its passages also score their title's best score in the search with the history
   (`title_weight`): a conversation stays on a document (a policy, a government service's page)
   that it never names; unless the question on its own points at another document
-  (`topic_change_gap`), when it is ranked on its own (docs/quality.md).
+  (`topic_change_gap`), when it is ranked on its own. Only a question that is about this knowledge
+  by its own words (its topic score at the calibrated threshold) can change the topic: a generic
+  one ("那需要带什么材料？") matches every service's materials passage and would be taken to
+  another service (docs/quality.md).
 - Hybrid: each dense model's cosines (two with `PairedEmbeddings`) and BM25's scores are
   standardised over the candidates; the dense models' mean and BM25, weighted by
   `retrieval.bm25_weight`, are added
@@ -37,7 +40,7 @@ from langchain_core.embeddings import Embeddings
 
 from chatbot.config import RetrievalSettings
 from chatbot.calibration import best_cosines, topic_score, unit_parts
-from chatbot.embeddings import embedding_parts
+from chatbot.embeddings import embed_queries, embedding_parts
 from chatbot.index import Hit, KnowledgeIndex
 from chatbot.language import detect_language
 from chatbot.lexical import tokenize, warm_up
@@ -162,13 +165,18 @@ class Retriever:
             query_text = self.without_titles(question, subjects) or asked
         else:
             query_text = " ".join([*previous, asked])
-        search_vector = self._embed(query_text)
+        # The question on its own too (the FAQ match, its form, whether it is about this knowledge at
+        # all), in one batch with the searched text: two short texts cost 0.6 of two calls here.
+        vectors = np.asarray(embed_queries(self.embedder, [query_text] if query_text == asked else [query_text, asked]), dtype=np.float32)
+        search_vector, question_vector = vectors[0], vectors[-1]
         searches = [(search_vector, query_text, 1.0)]
-        # The question on its own (the FAQ match, its form, whether it is about this knowledge at all).
-        question_vector = search_vector if query_text == asked else self._embed(asked)
         if not subjects and query_text != asked and self.settings.question_weight > 0:
             searches.append((question_vector, asked, self.settings.question_weight))  # a follow-up naming no title: also ranked on its own
-        rows, mixed = self._rank(searches, subjects, 2 * k)
+        topic = self.best_cosines(question_vector)
+        # Only a question that is about this knowledge by its own words can change the topic: one
+        # that is not ("那需要带什么材料？") is read in its conversation (docs/quality.md).
+        stands_alone = enough is None or topic_score(topic, lang) >= enough.get(lang, max(enough.values()))
+        rows, mixed = self._rank(searches, subjects, 2 * k, stands_alone)
         own = search_vector if subjects else question_vector  # the question itself, without context
         hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0, mixed).tolist())]
         same_language = [h for h in hits if h.chunk.metadata.get("lang") == lang]
@@ -177,11 +185,10 @@ class Retriever:
         given = [h.score for h in passages[: self.settings.passages_in_prompt]]
         relevance = max(given) if given else -1.0
         request = self.turns.score(question_vector) if self.turns is not None else -1.0
-        topic = self.best_cosines(question_vector)
         context_text = " ".join([*previous, asked])  # with the subject named, searched without the names
         if context_text == query_text:
             in_context = self.best_cosines(search_vector)
-        elif context_text == asked or (enough is not None and topic_score(topic, lang) >= enough.get(lang, max(enough.values()))):
+        elif context_text == asked or (enough is not None and stands_alone):
             in_context = topic  # a first turn, or one on topic by its own words: its context cannot change that
         else:
             in_context = self.best_cosines(self._embed(context_text))
@@ -247,7 +254,9 @@ class Retriever:
                 cosines[has] = np.minimum(cosines[has], by_answer)
         return cosines
 
-    def _rank(self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int) -> tuple[list[int], bool]:
+    def _rank(
+        self, searches: list[tuple[np.ndarray, str, float]], subjects: tuple[str, ...], depth: int, may_change_topic: bool = True,
+    ) -> tuple[list[int], bool]:
         """Row numbers, best first: the subjects' passages, or the candidates of the dense search
         and of BM25 over all passages, ranked by the fused scores; and whether the candidates mix
         question-and-answer passages with others (`_cosines`). `searches` are (vector, text,
@@ -268,7 +277,7 @@ class Retriever:
         mixed = bool(self.settings.score_answers and answered.any() and not answered.all())
         if self.settings.fusion == "zscore":
             per_search = [self._zscores(candidates, vector, lexical, mixed) for (vector, _, _), lexical in zip(searches, lexicals)]
-            if len(searches) > 1 and self._changes_topic(candidates, *per_search[:2]):
+            if len(searches) > 1 and may_change_topic and self._changes_topic(candidates, *per_search[:2]):
                 fused = per_search[1]  # the question points at another document: ranked on its own
             else:
                 fused = sum((weight * scores for (_, _, weight), scores in zip(searches, per_search)), np.zeros(len(candidates)))

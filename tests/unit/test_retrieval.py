@@ -176,12 +176,13 @@ def test_a_follow_up_that_names_no_title_is_ranked_on_its_own_too():
     assert first(1.0) == texts[1]  # its own ranking beside them: the topic it changed to
 
 
-def _first_follow_up(by_title: dict[str, list[str]], history: list[dict], question: str, **retrieval) -> str:
-    """The text of the first passage for a follow-up, subject tracking off, with `retrieval` settings."""
+def _first_follow_up(by_title: dict[str, list[str]], history: list[dict], question: str, enough: dict | None = None, **retrieval) -> str:
+    """The text of the first passage for a follow-up, subject tracking off, with `retrieval` settings
+    (and `enough`, the topic thresholds, as the chat passes them)."""
     embedder = FakeEmbeddings(dims=256)
     index = _index(by_title, embedder)
     settings = load_settings("test", environ={}).retrieval.model_copy(update={"subject_tracking": False, **retrieval})
-    return index.chunks[Retriever(index, embedder, settings).retrieve(question, history).passages[0].row].page_content
+    return index.chunks[Retriever(index, embedder, settings).retrieve(question, history, enough=enough).passages[0].row].page_content
 
 
 def test_a_follow_up_that_names_no_title_stays_on_the_document_its_conversation_is_about():
@@ -217,3 +218,16 @@ def test_a_follow_up_that_points_at_another_document_on_its_own_is_a_change_of_t
 
     assert first("how long is the lamp warranty?", None).startswith("Returns policy")  # held to the conversation's document
     assert first("how long is the lamp warranty?", 1.5) == "Warranty policy\nEvery lamp has a two year warranty."
+
+
+def test_only_a_question_on_topic_by_its_own_words_can_change_the_topic():
+    by_title = {"Returns policy": ["Items can be returned within 30 days.", "Opened items can be returned within 14 days for a fee.", "Refunds are paid in 5 days."],
+                "Warranty policy": ["Every lamp has a two year warranty.", "The warranty covers faults, not breakage.", "Claims need the receipt."]}
+    history = [{"role": "user", "content": "Can opened items be returned?"},
+               {"role": "assistant", "content": "Opened items can be returned within 14 days for a fee."}]
+
+    def first(threshold):
+        return _first_follow_up(by_title, history, "how long is the lamp warranty?", {"en": threshold}, title_weight=2.0, topic_change_gap=1.5)
+
+    assert first(-1.0) == "Warranty policy\nEvery lamp has a two year warranty."  # about this knowledge on its own: it may change topic
+    assert first(1.01).startswith("Returns policy")  # too generic on its own ("那需要带什么材料？"): read in its conversation
