@@ -20,6 +20,9 @@ The threshold chosen from the probes is in `choose`; the result is stored in the
 manifest (`manifest["calibration"]`) with the probe shares it reached, and a warning when the
 probes could not be separated. `retrieval.answer_threshold` in the settings overrides a language's
 threshold when set. The form check's `retrieval.request_threshold` is not calibrated.
+
+The calibration also says whether subject tracking suits this knowledge
+(`retrieval.titles_name_documents`): whether its titles are names that its own passages use.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import yaml
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
-CALIBRATION_VERSION = 3  # 2: a floor under the lift by the conversation (`floor`); 3: at the lower quartile
+CALIBRATION_VERSION = 4  # 2: a floor under the lift by the conversation (`floor`); 3: at the lower quartile; 4: subject tracking
 OFF_TOPIC_FILE = "off_topic.yaml"  # in the prompts folder
 PROBES_PER_LANGUAGE = 300  # in-scope probes sampled per language (a fixed seed: the same each time)
 SEPARATION_WANTED = 0.9  # below this share of either kind of probe on its right side, a warning
@@ -186,6 +189,7 @@ def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = No
     """The calibration of `index`: per language, the topic threshold and the probe shares it
     reaches (`choose`), and warnings; stored in the version's manifest."""
     from chatbot.embeddings import cached_vectors, embed_queries, embedder_name, embedding_parts
+    from chatbot.retrieval import titles_name_documents
 
     started = time.perf_counter()
     off_topic = load_off_topic(off_topic_path)
@@ -232,6 +236,7 @@ def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = No
         "answer_threshold": {lang: c["threshold"] for lang, c in languages.items()},
         "languages": languages,
         "warnings": warnings,
+        "subject_tracking": titles_name_documents(index),
         "seconds": round(time.perf_counter() - started, 2),
     }
 

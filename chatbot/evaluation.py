@@ -228,6 +228,13 @@ def calibration_lines(calibration: dict | None) -> list[str]:
         answered = "no passages in this language" if c["in_scope_answered"] is None else f"{c['in_scope_answered']:.3f} of its own {c['in_scope_probes']} questions answered"
         own = f"; domains left out as this knowledge's own: {', '.join(c['own_domains'])}" if c["own_domains"] else ""
         lines.append(f"calibration {lang}: threshold {c['threshold']:.4f}; {answered}, {c['off_topic_abstained']:.3f} of {c['off_topic_probes']} off-topic questions refused{own}")
+    tracking = calibration.get("subject_tracking")
+    if tracking:
+        evidence = (
+            "no passage names a title" if tracking["own_title_share"] is None
+            else f"{tracking['own_title_share']:.3f} of the {tracking['passages_naming_a_title']} passages that name a title name their own"
+        )
+        lines.append(f"subject tracking: {'on' if tracking['on'] else 'off, the titles are not names'} ({evidence})")
     lines += [f"calibration warning: {w}" for w in calibration.get("warnings", [])]
     return lines
 

