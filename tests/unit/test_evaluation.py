@@ -168,3 +168,12 @@ def test_answers_are_embedded_only_where_pairs_and_statements_mix(tmp_path):
     index, _ = prepare_index(settings, mixed, progress=False)
     assert np.abs(index.answer_vectors[:4]).sum(axis=1).all() and not np.abs(index.answer_vectors[4]).any()
     assert len(list(Path(tmp_path / "data" / "cache" / "embeddings").glob("answers-*.npy"))) == 1  # the mixed set's only
+
+
+def test_the_calibration_lines_say_whether_subject_tracking_is_on_and_why():
+    from chatbot.evaluation import calibration_lines
+
+    off = calibration_lines({"languages": {}, "subject_tracking": {"passages_naming_a_title": 31, "own_title_share": 0.387, "on": False}})
+    assert off == ["subject tracking: off, the titles are not names (0.387 of the 31 passages that name a title name their own)"]
+    on = calibration_lines({"languages": {}, "subject_tracking": {"passages_naming_a_title": 0, "own_title_share": None, "on": True}})
+    assert on == ["subject tracking: on (no passage names a title)"]
