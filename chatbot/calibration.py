@@ -41,7 +41,7 @@ import yaml
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
-CALIBRATION_VERSION = 4  # 2: a floor under the lift by the conversation (`floor`); 3: at the lower quartile; 4: subject tracking
+CALIBRATION_VERSION = 5  # 2: a floor under the lift by the conversation (`floor`); 3: at the lower quartile; 4: subject tracking; 5: `covered`
 OFF_TOPIC_FILE = "off_topic.yaml"  # in the prompts folder
 PROBES_PER_LANGUAGE = 300  # in-scope probes sampled per language (a fixed seed: the same each time)
 SEPARATION_WANTED = 0.9  # below this share of either kind of probe on its right side, a warning
@@ -107,6 +107,10 @@ class Thresholds:
     # per language: a question whose own words score under this (the off-topic probes' lower quartile) is
     # not lifted by its conversation (`turn_topic`)
     floor: dict[str, float] = field(default_factory=dict)
+    # per language: a request scoring this much (the in-scope probes' upper quartile) without the
+    # names in it is about what this knowledge covers ("我要注销这个号" where a passage says how):
+    # answered, not refused as a request (`dialogue.abstain_reason`)
+    covered: dict[str, float] = field(default_factory=dict)
 
     def answer_for(self, lang: str) -> float:
         return self.answer.get(lang, max(self.answer.values()))
@@ -132,8 +136,10 @@ def resolve(settings, calibration: dict | None) -> Thresholds:
     answer.update(settings.answer_threshold or {})
     if not answer:
         raise ConfigError("retrieval.answer_threshold: the index has no calibration and none is set; run `chatbot kb rebuild`")
-    floor = {lang: c["off_topic_quartile"] for lang, c in (calibration or {}).get("languages", {}).items() if "off_topic_quartile" in c}
-    return Thresholds(settings.faq_threshold, answer, settings.request_threshold, floor)
+    languages = (calibration or {}).get("languages", {})
+    floor = {lang: c["off_topic_quartile"] for lang, c in languages.items() if "off_topic_quartile" in c}
+    covered = {lang: c["in_scope_upper_quartile"] for lang, c in languages.items() if c.get("in_scope_upper_quartile") is not None}
+    return Thresholds(settings.faq_threshold, answer, settings.request_threshold, floor, covered)
 
 
 def topic_score(best: tuple[float, ...], lang: str) -> float:
@@ -181,6 +187,7 @@ def choose(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> dict:
         "off_topic_probes": int(len(off)),
         "off_topic_abstained": round(float((off < threshold).mean()), 4),
         "off_topic_quartile": round(float(np.quantile(off, 0.25)), 4),
+        "in_scope_upper_quartile": round(float(np.quantile(in_scope, 0.75)), 4) if len(in_scope) else None,
         "own_domains": own,
     }
 

@@ -15,12 +15,13 @@ model code: the `ChatModel` and `Retriever` are passed in.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from chatbot.calibration import Thresholds, resolve, turn_topic
+from chatbot.calibration import Thresholds, resolve, topic_score, turn_topic
 from chatbot.config import Settings
 from chatbot.errors import ModelBusyError, UserError
 from chatbot.index import KnowledgeIndex
@@ -93,7 +94,8 @@ def decide(retrieval: Retrieval, thresholds: Thresholds) -> Mode:
               whose question is the closest match *and* whose Q+A is the passage ranked first for
               a turn about this knowledge (two retrievers agree: docs/calibration.md)
     abstain   the turn asks to act, choose or close rather than asks a question (its form scores
-              `thresholds.request` or more: `turns.py`), or it is not about this knowledge
+              `thresholds.request` or more: `turns.py`) about something this knowledge does not
+              cover closely (`thresholds.covered`), or it is not about this knowledge
               (`calibration.turn_topic` under the language's calibrated threshold)
     generate  otherwise
     """
@@ -112,7 +114,10 @@ def abstain_reason(retrieval: Retrieval, thresholds: Thresholds) -> str | None:
     """Why a turn is not answered from the knowledge, unless a curated FAQ matches it outright:
     "request" (it asks to act, choose or close), "off_topic" (not about this knowledge), or None."""
     if thresholds.request is not None and retrieval.request >= thresholds.request:
-        return "request"
+        # ...unless this knowledge covers what it asks as closely as most of its own questions
+        # ("I want to cancel my number" where a passage says how; not "book me a table at the Acorn")
+        if topic_score(retrieval.topic_unnamed or retrieval.topic, retrieval.lang) < thresholds.covered.get(retrieval.lang, math.inf):
+            return "request"
     if not retrieval.passages or turn_topic(retrieval, thresholds.floor.get(retrieval.lang, -1.0)) < thresholds.answer_for(retrieval.lang):
         return "off_topic"
     return None

@@ -74,6 +74,9 @@ class Retrieval:
     # calibrated on this knowledge (`calibration.py`).
     topic: tuple[float, ...] = ()
     topic_in_context: tuple[float, ...] = ()
+    # The same for the question without the names of the titles it was searched in ("book a table"
+    # of "book a table at the Acorn"): whether the knowledge covers what it asks, not whom.
+    topic_unnamed: tuple[float, ...] = ()
 
 
 def _normalise(text: str) -> str:
@@ -241,7 +244,8 @@ class Retriever:
             in_context = topic  # a first turn, or one on topic by its own words: its context cannot change that
         else:
             in_context = self.best_cosines(self._embed(context_text))
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context)
+        unnamed = self.best_cosines(search_vector) if subjects else topic
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context, unnamed)
 
     def best_cosines(self, vector: np.ndarray) -> tuple[float, ...]:
         """Each dense model's best cosine of `vector` over every passage; 0 for a model that did

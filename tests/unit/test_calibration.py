@@ -92,6 +92,8 @@ def test_without_passages_in_a_language_the_threshold_is_the_95th_percentile_of_
     chosen = choose(np.asarray([]), by_domain)
     assert chosen["threshold"] == pytest.approx(0.95) and chosen["in_scope_answered"] is None
     assert chosen["off_topic_quartile"] == pytest.approx(0.25)  # the floor under a conversation's lift (`turn_topic`)
+    assert chosen["in_scope_upper_quartile"] is None  # no own questions: no request is taken as covered
+    assert choose(np.linspace(0.5, 0.9, 5), by_domain)["in_scope_upper_quartile"] == pytest.approx(0.8)
 
 
 def test_calibrate_stores_thresholds_per_language_with_the_shares_and_warns_when_probes_overlap(tmp_path):
@@ -136,8 +138,8 @@ def test_a_threshold_in_the_settings_overrides_that_language_s_calibration_alone
     assert resolve(settings, calibration) == Thresholds(settings.faq_threshold, {"en": 0.61, "zh": 0.88}, settings.request_threshold)
     overridden = resolve(settings.model_copy(update={"answer_threshold": {"zh": 0.9}}), calibration)
     assert overridden.answer == {"en": 0.61, "zh": 0.9}
-    with_floor = resolve(settings, calibration | {"languages": {"en": {"off_topic_quartile": 0.4}}})
-    assert with_floor.floor == {"en": 0.4}
+    with_floor = resolve(settings, calibration | {"languages": {"en": {"off_topic_quartile": 0.4, "in_scope_upper_quartile": 0.8}, "zh": {"in_scope_upper_quartile": None}}})
+    assert with_floor.floor == {"en": 0.4} and with_floor.covered == {"en": 0.8}
     assert Thresholds(0.9, {"en": 0.5}).answer_for("zh") == 0.5  # a language without one: the highest
     with pytest.raises(ConfigError, match="no calibration"):
         resolve(settings, None)

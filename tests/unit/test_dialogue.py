@@ -4,7 +4,7 @@ import pytest
 from langchain_core.documents import Document
 
 from chatbot.calibration import Thresholds, turn_topic
-from chatbot.dialogue import DialogueManager, decide, trim_history
+from chatbot.dialogue import DialogueManager, abstain_reason, decide, trim_history
 from chatbot.embeddings import FakeEmbeddings
 from chatbot.errors import UserError
 from chatbot.index import Hit
@@ -53,6 +53,19 @@ def test_a_follow_up_is_about_the_knowledge_by_the_mean_of_its_question_alone_an
     assert turn_topic(english) == pytest.approx(0.70)
     chinese = Retrieval(passages, None, "zh", 1.0, 0.5, topic=(0.90, 0.0))  # the English model did not
     assert turn_topic(chinese) == pytest.approx(0.90)
+
+
+def test_a_request_is_refused_unless_the_knowledge_covers_what_it_asks_without_the_names_in_it():
+    passages = [_hit(0.9, kind="section", id="top")]
+    thresholds = Thresholds(0.95, {"en": 0.70}, request=0.0, covered={"en": 0.85})
+    cancel = Retrieval(passages, None, "en", 1.0, 0.9, request=0.01, topic=(0.90,))  # "I want to cancel my number": a passage says how
+    assert abstain_reason(cancel, thresholds) is None and decide(cancel, thresholds) == "generate"
+    # "book me a table at the Acorn": the venue's name scores high, the act without it does not
+    book = Retrieval(passages, None, "en", 1.0, 0.9, request=0.01, topic=(0.90,), topic_unnamed=(0.60,), subjects=("Acorn",))
+    assert abstain_reason(book, thresholds) == "request"
+    assert abstain_reason(cancel, Thresholds(0.95, {"en": 0.70}, request=0.0)) == "request"  # no calibration: every request refused
+    question = Retrieval(passages, None, "en", 1.0, 0.9, request=-0.01, topic=(0.60,))
+    assert abstain_reason(question, thresholds) == "off_topic"
 
 
 def _count_words(text):
