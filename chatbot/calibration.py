@@ -21,7 +21,10 @@ manifest (`manifest["calibration"]`) with the probe shares it reached, and a war
 probes could not be separated. `retrieval.answer_threshold` in the settings overrides a language's
 threshold when set. The form check's `retrieval.request_threshold` is not calibrated.
 
-The calibration also says whether subject tracking suits this knowledge
+Also stored per language: the off-topic probes' lower quartile (below it a question's own words
+are not lifted by its conversation: `turn_topic`) and the in-scope probes' upper quartile (a
+request scoring that much is about what this knowledge covers, and answered:
+`dialogue.abstain_reason`); and whether subject tracking suits this knowledge
 (`retrieval.titles_name_documents`): whether its titles are names that its own passages use.
 """
 
