@@ -51,7 +51,7 @@ def main() -> None:
     print(f"{'expect':8} {'mode':8} {'rel':>5} {'faq':>5} {'form':>7} {'rank':>4}  question")
     for probe in probes:
         previous = [m["content"] for m in probe["history"] if m["role"] == "user"]
-        r = retriever.retrieve(probe["question"], probe["history"])
+        r = retriever.retrieve(probe["question"], probe["history"], enough=thresholds.answer)
         mode = decide(r, thresholds)
         headings = [h.chunk.metadata.get("heading") for h in r.passages]
         rank = next((i + 1 for i, h in enumerate(headings) if h in probe["gold"]), 0)

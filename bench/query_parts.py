@@ -60,7 +60,7 @@ def main() -> None:
     timed(retriever, "_embed", "embed: the conversation for the topic check", spent)
     timed(KnowledgeIndex, "search", "dense search (FAISS)", spent)
     timed(KnowledgeIndex, "bm25_scores", "BM25", spent)
-    timed(retriever, "best_cosines", "topic: best cosine over every passage", spent)
+    timed(retriever, "best_cosines", "best cosine over every passage (topic checks)", spent)
     retriever.retrieve(queries[0].question, queries[0].history, enough=thresholds.answer)  # warm up
     spent.clear()
     totals = []

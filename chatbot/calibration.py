@@ -116,7 +116,12 @@ class Thresholds:
     covered: dict[str, float] = field(default_factory=dict)
 
     def answer_for(self, lang: str) -> float:
-        return self.answer.get(lang, max(self.answer.values()))
+        return threshold_for(self.answer, lang)
+
+
+def threshold_for(answer: dict[str, float], lang: str) -> float:
+    """A language's topic threshold; a language without one uses the highest."""
+    return answer.get(lang, max(answer.values()))
 
 
 def turn_topic(retrieval, floor: float = -1.0) -> float:
@@ -172,7 +177,8 @@ def choose(in_scope: np.ndarray, by_domain: dict[str, np.ndarray]) -> dict:
     """The threshold for one language: with in-scope probes, the score that best separates them
     from the off-topic probes of the other domains (most of both on the right side: the sum of the
     two shares, highest); without any (no passage in this language), the 95th percentile of the
-    off-topic probes. With the shares each side reaches there."""
+    off-topic probes. With the shares each side reaches there, the off-topic probes' lower
+    quartile (`Thresholds.floor`) and the in-scope probes' upper quartile (`Thresholds.covered`)."""
     own = _own_domains(in_scope, by_domain)
     off = np.concatenate([s for d, s in by_domain.items() if d not in own])
     if len(in_scope):

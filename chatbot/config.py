@@ -102,7 +102,8 @@ class RetrievalSettings(_Section):
     request_threshold: float | None = Field(None, ge=-2.0, le=2.0)
     # How many of the nearest examples of each form are averaged in that score.
     request_neighbours: int = Field(8, ge=1, le=50)
-    # Restrict the search to the passages of the titles (product, venue, document) named last.
+    # Restrict the search to the passages of the titles (product, venue, document) named last, where
+    # the calibration finds the titles are names (`retrieval.titles_name_documents`); false = never.
     subject_tracking: bool = True
     # Among statements, score a question-and-answer passage by its answer too (`retrieval._cosines`).
     score_answers: bool = True

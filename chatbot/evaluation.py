@@ -220,7 +220,7 @@ def format_report(report: dict) -> str:
 
 def calibration_lines(calibration: dict | None) -> list[str]:
     """An index version's calibration as lines of text: per language its threshold and the probe
-    shares it reaches, then its warnings."""
+    shares it reaches, whether the titles are names (subject tracking), then its warnings."""
     if not calibration:
         return ["calibration: none (the thresholds come from the settings)"]
     lines = []
@@ -234,7 +234,8 @@ def calibration_lines(calibration: dict | None) -> list[str]:
             "no passage names a title" if tracking["own_title_share"] is None
             else f"{tracking['own_title_share']:.3f} of the {tracking['passages_naming_a_title']} passages that name a title name their own"
         )
-        lines.append(f"subject tracking: {'on' if tracking['on'] else 'off, the titles are not names'} ({evidence})")
+        verdict = "on, unless retrieval.subject_tracking is false" if tracking["on"] else "off, the titles are not names"
+        lines.append(f"subject tracking: {verdict} ({evidence})")
     lines += [f"calibration warning: {w}" for w in calibration.get("warnings", [])]
     return lines
 

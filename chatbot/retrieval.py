@@ -40,7 +40,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from chatbot.config import RetrievalSettings
-from chatbot.calibration import best_cosines, topic_score, unit_parts
+from chatbot.calibration import best_cosines, threshold_for, topic_score, unit_parts
 from chatbot.embeddings import embed_queries, embedding_parts
 from chatbot.index import Hit, KnowledgeIndex
 from chatbot.language import detect_language
@@ -133,12 +133,15 @@ def named_titles(text: str, keys: dict[str, str], title_lang: dict[str, str], la
     }))
 
 
-def _title_langs(index: KnowledgeIndex) -> dict[str, str]:
-    """A title's language is its passages': a Chinese question never tracks an English document."""
-    return {
+def _title_names(index: KnowledgeIndex) -> tuple[dict[str, str], dict[str, str]]:
+    """How each title may be named (`title_keys`), and each title's language: its passages' (a
+    Chinese question never tracks an English document)."""
+    texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
+    langs = {
         title: max(("en", "zh"), key=lambda lang, rows=rows: sum(index.chunks[r].metadata.get("lang") == lang for r in rows))
         for title, rows in index.titles.items()
     }
+    return title_keys(list(index.titles), texts), langs
 
 
 def titles_name_documents(index: KnowledgeIndex, sample: int = 2000, seed: int = 0) -> dict:
@@ -148,8 +151,7 @@ def titles_name_documents(index: KnowledgeIndex, sample: int = 2000, seed: int =
     help centre's section titles ("Printing labels") are ordinary words that other sections' passages
     use too (0.387), and tracking them restricts a question to the wrong section. Tracking is on
     when that share is at least half, or when no passage names a title (docs/quality.md)."""
-    texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
-    keys, langs = title_keys(list(index.titles), texts), _title_langs(index)
+    keys, langs = _title_names(index)
     title_of = {int(row): title for title, rows in index.titles.items() for row in rows}
     rows = sorted(title_of)
     if len(rows) > sample:
@@ -157,7 +159,9 @@ def titles_name_documents(index: KnowledgeIndex, sample: int = 2000, seed: int =
     naming = own = 0
     for row in rows:
         chunk = index.chunks[row]
-        named = named_titles(chunk.page_content.split("\n", 1)[-1], keys, langs, chunk.metadata.get("lang"))  # the text, not its title line
+        # after its first line (a section's "title > heading", which names its own title by design;
+        # for a FAQ pair, its question)
+        named = named_titles(chunk.page_content.split("\n", 1)[-1], keys, langs, chunk.metadata.get("lang"))
         naming += bool(named)
         own += title_of[row] in named
     share = own / naming if naming else None
@@ -172,9 +176,7 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self.turns = turns
-        texts = {title: [index.chunks[row].page_content for row in rows] for title, rows in index.titles.items()}
-        self._titles = title_keys(list(index.titles), texts)
-        self._title_lang = _title_langs(index)
+        self._titles, self._title_lang = _title_names(index)
         # Subject tracking where the settings ask for it and the calibration found the titles are names.
         self._track = settings.subject_tracking and ((index.manifest.get("calibration") or {}).get("subject_tracking") or {}).get("on", True)
         # Each dense model's columns, and each passage's norm within them (cosines per model).
@@ -194,11 +196,11 @@ class Retriever:
     def retrieve(
         self, question: str, history: list[Message] | None = None, k: int | None = None, enough: dict[str, float] | None = None,
     ) -> Retrieval:
-        """The best `k` (default `retrieval.top_k`) passages for `question`, asked after `history`;
-        with `enough` (the
-        topic thresholds per language), a question on topic by its own words is not embedded again
-        with its conversation to score `topic_in_context` (`calibration.turn_topic` takes the
-        larger)."""
+        """The best `k` (default `retrieval.top_k`) passages for `question`, asked after `history`.
+        `enough` is the topic thresholds per language (`Thresholds.answer`), as the chat passes them:
+        only a question on topic by its own words may change the topic (`_changes_topic`), and it is
+        not embedded again with its conversation to score `topic_in_context` (`calibration.turn_topic`
+        takes the larger). Without it, every follow-up may change the topic."""
         started = time.perf_counter()
         k = k or self.settings.top_k
         history = history or []
@@ -227,7 +229,7 @@ class Retriever:
         topic = self.best_cosines(question_vector)
         # Only a question that is about this knowledge by its own words can change the topic: one
         # that is not ("那需要带什么材料？") is read in its conversation (docs/quality.md).
-        stands_alone = enough is None or topic_score(topic, lang) >= enough.get(lang, max(enough.values()))
+        stands_alone = not enough or topic_score(topic, lang) >= threshold_for(enough, lang)
         rows, mixed = self._rank(searches, subjects, 2 * k, stands_alone)
         own = search_vector if subjects else question_vector  # the question itself, without context
         hits = [Hit(self.index.chunks[r], s, int(r)) for r, s in zip(rows, self._cosines(rows, own, 0, mixed).tolist())]
@@ -238,13 +240,13 @@ class Retriever:
         relevance = max(given) if given else -1.0
         request = self.turns.score(question_vector) if self.turns is not None else -1.0
         context_text = " ".join([*previous, asked])  # with the subject named, searched without the names
-        if context_text == query_text:
-            in_context = self.best_cosines(search_vector)
-        elif context_text == asked or (enough is not None and stands_alone):
+        if context_text == asked or (enough and stands_alone):
             in_context = topic  # a first turn, or one on topic by its own words: its context cannot change that
+        elif context_text == query_text:
+            in_context = self.best_cosines(search_vector)
         else:
             in_context = self.best_cosines(self._embed(context_text))
-        unnamed = self.best_cosines(search_vector) if subjects else topic
+        unnamed = self.best_cosines(search_vector) if subjects and query_text != asked else topic
         return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context, unnamed)
 
     def best_cosines(self, vector: np.ndarray) -> tuple[float, ...]:

@@ -176,4 +176,4 @@ def test_the_calibration_lines_say_whether_subject_tracking_is_on_and_why():
     off = calibration_lines({"languages": {}, "subject_tracking": {"passages_naming_a_title": 31, "own_title_share": 0.387, "on": False}})
     assert off == ["subject tracking: off, the titles are not names (0.387 of the 31 passages that name a title name their own)"]
     on = calibration_lines({"languages": {}, "subject_tracking": {"passages_naming_a_title": 0, "own_title_share": None, "on": True}})
-    assert on == ["subject tracking: on (no passage names a title)"]
+    assert on == ["subject tracking: on, unless retrieval.subject_tracking is false (no passage names a title)"]

@@ -250,3 +250,17 @@ def test_subject_tracking_is_on_where_titles_are_names_that_their_own_passages_u
     sections.manifest["calibration"] = {"subject_tracking": titles_name_documents(sections)}
     retriever = Retriever(sections, embedder, load_settings("test", environ={}).retrieval)
     assert retriever.retrieve("How do I start printing labels?").subjects == ()  # the calibration turned tracking off
+
+
+def test_a_question_naming_its_subject_is_also_scored_without_the_name():
+    embedder = FakeEmbeddings(dims=256)
+    index = _index({
+        "ACORN GUEST HOUSE": ["The Acorn Guest House has free parking.", "Breakfast at Acorn Guest House is at 8."],
+        "BRIDGE HOTEL": ["The Bridge Hotel has a gym."],
+    }, embedder)
+    retriever = Retriever(index, embedder, load_settings("test", environ={}).retrieval)
+    named = retriever.retrieve("Book me a table at the Acorn Guest House")
+    assert named.subjects == ("ACORN GUEST HOUSE",)
+    assert named.topic_unnamed[0] < named.topic[0]  # the venue's name is what matched; the act is not described
+    unnamed = retriever.retrieve("Is breakfast served early?")
+    assert unnamed.subjects == () and unnamed.topic_unnamed == unnamed.topic
