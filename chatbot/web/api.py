@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -76,6 +77,12 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # Said without echoing the input: a lone UTF-16 surrogate in it cannot be written as JSON.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:] or e['loc']))}: {e['msg']}" for e in error.errors())
+        return JSONResponse({"error": f"the request is not valid ({problems}); send it as the API describes (/openapi.json)"}, status_code=422)
 
     @app.middleware("http")
     async def cors(request: Request, call_next):
@@ -148,6 +155,8 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
         lang = detect_language(content)
         if not content:
             raise ApiError(422, manager.prompts.render("empty_message", lang=lang))
+        if "\x00" in content:
+            raise ApiError(422, "the message holds a NUL character, which is not text; send it again as plain text")
         if len(content) > limit:
             raise ApiError(413, manager.prompts.render("message_too_long", lang=lang, length=len(content), limit=limit))
         history = _history(store, conversation.id)

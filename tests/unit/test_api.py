@@ -139,6 +139,19 @@ def test_empty_and_oversized_messages_get_a_clear_error(env):
     assert long.status_code == 413 and "2000" in long.json()["error"]
 
 
+def test_malformed_text_gets_a_clear_4xx_never_a_500(env):
+    client, _, shop, _, _ = env
+    headers = session(client, shop) | {"Content-Type": "application/json"}
+    conversation = client.post("/api/conversations", headers=headers).json()["id"]
+    surrogate = client.post(f"/api/conversations/{conversation}/messages", content=b'{"content": "\\ud800 hi"}', headers=headers)
+    assert surrogate.status_code == 422 and "content" in surrogate.json()["error"] and "\\ud800" not in surrogate.text
+    nul = client.post(f"/api/conversations/{conversation}/messages", content=b'{"content": "a\\u0000b"}', headers=headers)
+    assert nul.status_code == 422 and "NUL" in nul.json()["error"]
+    comment = client.post(f"/api/conversations/{conversation}/feedback", content=b'{"message_id": 1, "rating": "down", "comment": "\\udc00"}', headers=headers)
+    assert comment.status_code == 422 and "comment" in comment.json()["error"]
+    assert client.post(f"/api/conversations/{conversation}/messages", content=b"{not json", headers=headers).status_code == 422
+
+
 def test_cors_headers_only_for_an_allowed_origin(env):
     client, _, _, _, _ = env
     preflight = client.options("/api/conversations", headers={"Origin": SHOP, "Access-Control-Request-Method": "POST"})
