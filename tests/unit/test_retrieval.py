@@ -207,27 +207,25 @@ def test_the_title_score_is_each_passage_s_best_in_its_title_and_none_without_gr
     assert retriever._title_best(np.asarray([0, 2, 3]), np.asarray([0.1, 0.3, 0.2])) is None  # every title alone: no say
 
 
+POLICIES = {"Returns policy": ["Items can be returned within 30 days.", "Opened items can be returned within 14 days for a fee.", "Refunds are paid in 5 days."],
+            "Warranty policy": ["Every lamp has a two year warranty.", "The warranty covers faults, not breakage.", "Claims need the receipt."]}
+AFTER_RETURNS = [{"role": "user", "content": "Can opened items be returned?"},
+                 {"role": "assistant", "content": "Opened items can be returned within 14 days for a fee."}]
+
+
 def test_a_follow_up_that_points_at_another_document_on_its_own_is_a_change_of_topic():
-    by_title = {"Returns policy": ["Items can be returned within 30 days.", "Opened items can be returned within 14 days for a fee.", "Refunds are paid in 5 days."],
-                "Warranty policy": ["Every lamp has a two year warranty.", "The warranty covers faults, not breakage.", "Claims need the receipt."]}
-    history = [{"role": "user", "content": "Can opened items be returned?"},
-               {"role": "assistant", "content": "Opened items can be returned within 14 days for a fee."}]
 
     def first(question, gap):
-        return _first_follow_up(by_title, history, question, title_weight=2.0, topic_change_gap=gap)
+        return _first_follow_up(POLICIES, AFTER_RETURNS, question, title_weight=2.0, topic_change_gap=gap)
 
     assert first("how long is the lamp warranty?", None).startswith("Returns policy")  # held to the conversation's document
     assert first("how long is the lamp warranty?", 1.5) == "Warranty policy\nEvery lamp has a two year warranty."
 
 
 def test_only_a_question_on_topic_by_its_own_words_can_change_the_topic():
-    by_title = {"Returns policy": ["Items can be returned within 30 days.", "Opened items can be returned within 14 days for a fee.", "Refunds are paid in 5 days."],
-                "Warranty policy": ["Every lamp has a two year warranty.", "The warranty covers faults, not breakage.", "Claims need the receipt."]}
-    history = [{"role": "user", "content": "Can opened items be returned?"},
-               {"role": "assistant", "content": "Opened items can be returned within 14 days for a fee."}]
 
     def first(threshold):
-        return _first_follow_up(by_title, history, "how long is the lamp warranty?", {"en": threshold}, title_weight=2.0, topic_change_gap=1.5)
+        return _first_follow_up(POLICIES, AFTER_RETURNS, "how long is the lamp warranty?", {"en": threshold}, title_weight=2.0, topic_change_gap=1.5)
 
     assert first(-1.0) == "Warranty policy\nEvery lamp has a two year warranty."  # about this knowledge on its own: it may change topic
     assert first(1.01).startswith("Returns policy")  # too generic on its own ("那需要带什么材料？"): read in its conversation
