@@ -127,14 +127,17 @@ def threshold_for(answer: dict[str, float], lang: str) -> float:
 def turn_topic(retrieval, floor: float = -1.0) -> float:
     """How much a turn is about this knowledge: its question's own `topic_score`, or, if higher,
     the mean of that and the score of the text searched with the conversation (the same for a
-    first turn), unless its own score is under `floor` (the lower quartile of the off-topic
-    probes': "What is the capital of France?" after a returns question scores there). The question alone misses a follow-up's
-    subject ("那需要带什么材料？"), the context alone lifts any turn of a conversation on this
-    knowledge; measured in docs/quality.md."""
+    first turn). The question alone misses a follow-up's subject ("那需要带什么材料？"), the context
+    alone lifts any turn of a conversation on this knowledge. Not lifted: a question whose own
+    score is under `floor` (the off-topic probes' lower quartile: "What is the capital of France?"
+    after a returns question), or one nearer a shipped off-topic probe (`Retrieval.off_topic`)
+    than its conversation is to the knowledge ("明天天气怎么样？" after a delivery question).
+    Measured in docs/quality.md."""
     alone = topic_score(retrieval.topic, retrieval.lang)
-    if alone < floor:
+    in_context = topic_score(retrieval.topic_in_context or retrieval.topic, retrieval.lang)
+    if alone < floor or retrieval.off_topic > in_context:
         return alone
-    return max(alone, (alone + topic_score(retrieval.topic_in_context or retrieval.topic, retrieval.lang)) / 2)
+    return max(alone, (alone + in_context) / 2)
 
 
 def resolve(settings, calibration: dict | None) -> Thresholds:

@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--knowledge", type=Path, help="knowledge.jsonl: {id, title, text} per line")
     evaluate.add_argument("--queries", type=Path, action="append", help="queries.jsonl (repeat to pool several files)")
     evaluate.add_argument("--answers", type=Path, help="score generated answers on the live knowledge base against this labelled set (bench/answers.jsonl)")
+    evaluate.add_argument("--references", action="store_true", help="with --knowledge and --queries: score generated answers against each turn's 'reference' (a person's reply)")
+    evaluate.add_argument("--sample", type=int, default=300, help="with --references: the in-scope turns answered (a fixed sample)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--limit", type=int, help="use only the first N queries of each file")
     evaluate.set_defaults(run=_eval)
@@ -260,7 +262,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
-    from chatbot.evaluation import format_report, run_answer_eval, run_eval
+    from chatbot.evaluation import format_report, run_answer_eval, run_eval, run_reference_eval
 
     progress = sys.stderr.isatty() or not args.json
     if args.answers:
@@ -269,6 +271,10 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if not (args.knowledge and args.queries):
         raise UserError("chatbot eval needs --knowledge and --queries (retrieval), or --answers (generated answers)")
+    if args.references:
+        report = run_reference_eval(settings, args.knowledge, args.queries, args.sample, progress)
+        print(json.dumps(report, ensure_ascii=False) if args.json else json.dumps(report, ensure_ascii=False, indent=1))
+        return 0
     report = run_eval(settings, args.knowledge, args.queries, args.limit, progress)
     print(json.dumps(report) if args.json else format_report(report))
     return 0

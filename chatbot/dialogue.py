@@ -3,7 +3,10 @@
 check limits → detect language → retrieve with the conversation's earlier questions → decide:
   faq       a confident match to a curated FAQ question in the user's language: its answer, verbatim,
             with no LM call
-  generate  an LM answer grounded in the top passages; the sources are exactly those passages
+  generate  the sentence of the top passages that answers best, quoted with its source at once,
+            then the LM's one-sentence answer from the best three sentences alone, shown only when
+            the checks in code pass (`checks.py`); otherwise the quote stands alone with a line
+            offering a person. The sources are exactly the passages the sentences were chosen from.
   abstain   a fixed reply in the user's language that offers a person
 The decision comes from retrieval scores, never from what the LM says (the small offline model
 invents answers when a passage does not cover the question).
@@ -22,8 +25,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chatbot.calibration import Thresholds, resolve, topic_score, turn_topic
+from chatbot.checks import check, is_yes_no
 from chatbot.config import Settings
 from chatbot.errors import ModelBusyError, UserError
+from chatbot.evidence import Evidence, select
 from chatbot.index import KnowledgeIndex
 from chatbot.language import detect_language
 from chatbot.llm import ChatModel, Message
@@ -32,6 +37,10 @@ from chatbot.retrieval import Retrieval, Retriever
 
 log = logging.getLogger(__name__)
 Mode = Literal["faq", "generate", "abstain"]
+EVIDENCE_SENTENCES = 3  # the sentences the LM answers from; the best is quoted
+# The openings of a yes/no answer (the LM is held to them where its backend can be: `ChatModel.stream`).
+VERDICTS = {"en": ("Yes", "No", "Not stated"), "zh": ("是", "可以", "不", "没有", "资料没有说明")}
+NOT_STATED = ("not stated", "资料没有说明")
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,12 @@ class Source:
     source: str
     text: str
     page: int | None = None
+    quote: tuple[int, int] | None = None  # the quoted sentence's offsets in `text`, where it is this passage's
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "title": self.title, "score": round(self.score, 4), "heading": self.heading, "source": self.source, "page": self.page}
+        quote = {"start": self.quote[0], "end": self.quote[1]} if self.quote else None
+        return {"id": self.id, "title": self.title, "score": round(self.score, 4), "heading": self.heading, "source": self.source, "page": self.page,
+                "text": self.text, "quote": quote}
 
 
 @dataclass
@@ -61,6 +73,10 @@ class Reply:
     _pieces: Iterator[str]
     _started: float
     text: str = ""
+    # For a generated answer, once streamed: the checks its paraphrase failed ([] = shown; "busy",
+    # "error" or "not_stated" = the LM gave none), so the quote stood alone; None otherwise.
+    checks: list[str] | None = None
+    quote: str | None = None  # the quote that opens a generated answer (its first paragraph), as shown
 
     def __iter__(self) -> Iterator[str]:
         for piece in self._pieces:
@@ -83,6 +99,7 @@ class Reply:
             "mode": self.mode,
             "lang": self.lang,
             "sources": [s.as_dict() for s in self.sources],
+            "checks": self.checks,
             "timings": {k: round(v, 1) for k, v in self.timings.items()},
         }
 
@@ -175,33 +192,53 @@ class DialogueManager:
             reply = "request" if abstain_reason(retrieval, thresholds) == "request" else "abstain"
             return Reply(mode, lang, [], timings, iter([self.prompts.render(reply, lang=lang, business=self.business)]), started)
         passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
-        sources = [_source(h, self.settings.retrieval.passage_chars) for h in passages]
-        messages = self.build_messages(question, [s.text for s in sources], history, lang)
-        return Reply(mode, lang, sources, timings, self._generate(messages, lang, sources[0].text if sources else ""), started)
+        evidence = select(retriever.embedder, retrieval.vector, passages, lang, EVIDENCE_SENTENCES) if retrieval.vector is not None else []
+        sources = [_source(h, self.settings.retrieval.passage_chars, evidence[0] if evidence else None) for h in passages]
+        sentences = [e.text for e in evidence] or [s.text for s in sources]
+        messages = self.build_messages(question, sentences, history, lang)
+        reply = Reply(mode, lang, sources, timings, iter(()), started)
+        reply._pieces = self._answer(reply, messages, evidence[0] if evidence else None, sentences, VERDICTS[lang] if is_yes_no(question) else ())
+        return reply
 
     def thresholds(self, retriever: Retriever | None = None) -> Thresholds:
         """The decision's thresholds for the index version `retriever` (default: the live one) searches."""
         retriever = retriever or self.retriever
         return resolve(self.settings.retrieval, retriever.index.manifest.get("calibration"))
 
-    def build_messages(self, question: str, passages: list[str], history: list[Message], lang: str) -> list[Message]:
-        """The chat messages for a grounded answer: fixed system text, trimmed history, passages + question."""
+    def build_messages(self, question: str, sentences: list[str], history: list[Message], lang: str) -> list[Message]:
+        """The chat messages for a grounded answer: fixed system text, trimmed history, the evidence
+        sentences numbered + the question."""
         budget = self.settings.dialogue.history_token_budget
         return [
             {"role": "system", "content": self.prompts.render("system", lang=lang, business=self.business)},
             *trim_history(history, budget, self.model.count_tokens),
-            {"role": "user", "content": self.prompts.render("user", lang=lang, passages=passages, question=question)},
+            {"role": "user", "content": self.prompts.render("user", lang=lang, sentences=sentences, question=question)},
         ]
 
-    def _generate(self, messages: list[Message], lang: str, passage: str) -> Iterator[str]:
+    def _answer(self, reply: Reply, messages: list[Message], quote: Evidence | None, sentences: list[str], starts: tuple[str, ...]) -> Iterator[str]:
+        """The quote at once, then the LM's answer whole once it passes the checks against
+        `sentences`; else a line that offers a person. Sets `reply.checks`."""
+        lang = reply.lang
+        if quote is not None:
+            reply.quote = self.prompts.render("quote", lang=lang, title=quote.title, quote=quote.text)
+            yield reply.quote
         try:
-            yield from self.model.stream(messages)
-        except ModelBusyError as e:  # no model free soon: the passage itself, at once, beats a long wait
+            answer = "".join(self.model.stream(messages, starts=starts)).strip()
+        except ModelBusyError as e:  # no model free soon: the quote now beats a long wait
             log.warning("%s", e)
-            yield self.prompts.render("busy", lang=lang, passage=passage)
+            reply.checks = ["busy"]
         except Exception:
             log.exception("the chat model failed while answering")
-            yield "\n" + self.prompts.render("error", lang=lang)
+            reply.checks = ["error"]
+        else:
+            reply.checks = ["not_stated"] if not answer or answer.lower().startswith(NOT_STATED) else check(answer, sentences)
+        lead = "\n\n" if quote is not None else ""
+        if not reply.checks:
+            yield lead + answer
+            return
+        log.info("the generated answer was not shown: %s", ", ".join(reply.checks))  # no customer text in the log
+        template = {"busy": "busy", "error": "error"}.get(reply.checks[0], "unchecked")
+        yield lead + self.prompts.render(template, lang=lang)
 
     def check(self, message: str, history: list[Message]) -> str:
         """`message` stripped, or `UserError` (in the user's language) when it is empty, over
@@ -219,12 +256,20 @@ class DialogueManager:
         return question
 
 
-def _source(hit, passage_chars: int) -> Source:
+def _source(hit, passage_chars: int, quote: Evidence | None = None) -> Source:
+    """A passage shown under an answer: its text cut at `passage_chars`, unless that would cut the
+    quoted sentence (`quote`, where it is this passage's), whose offsets it keeps."""
     meta = hit.chunk.metadata
     text = hit.chunk.page_content
-    if len(text) > passage_chars:
-        text = text[:passage_chars].rsplit(" ", 1)[0] + " …"
-    return Source(meta["id"], meta["title"], hit.score, meta.get("heading", ""), meta["source"], text, meta.get("page"))
+    span = (quote.start, quote.end) if quote is not None and quote.hit.row == hit.row and quote.hit.chunk is hit.chunk else None
+    limit = max(passage_chars, span[1] if span else 0)
+    if len(text) > limit:
+        cut = text[:limit]
+        boundary = cut.rfind(" ")
+        if boundary > (span[1] if span else 0):  # at a word's end, never inside the quote
+            cut = cut[:boundary]
+        text = cut + " …"
+    return Source(meta["id"], meta["title"], hit.score, meta.get("heading", ""), meta["source"], text, meta.get("page"), span)
 
 
 def _ms_since(started: float) -> float:

@@ -10,8 +10,10 @@ when out-of-scope queries (empty `gold_ids`) are given; p50/p95 query latency.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ class Query:
     history: list[dict]
     gold_ids: frozenset[str]
     lang: str
+    reference: str = ""  # the reply a person gave to this turn, where the set has it
 
     @property
     def in_scope(self) -> bool:
@@ -87,6 +90,7 @@ def load_queries(paths: Iterable[Path], limit: int | None = None) -> list[Query]
             queries.append(Query(
                 str(row.get("id", f"{path.stem}:{n}")), question, list(row.get("history") or []),
                 frozenset(map(str, row.get("gold_ids") or [])), row.get("lang") or detect_language(question),
+                str(row.get("reference") or ""),
             ))
     return queries
 
@@ -240,6 +244,35 @@ def calibration_lines(calibration: dict | None) -> list[str]:
     return lines
 
 
+_F1_LATIN = re.compile(r"[a-z0-9]+")
+_F1_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def f1_tokens(text: str) -> list[str]:
+    """The tokens of token F1: English words lower-cased, each Chinese character on its own."""
+    text = text.lower()
+    return _F1_LATIN.findall(text) + _F1_HAN.findall(text)
+
+
+def token_f1(answer: str, reference: str) -> float:
+    """Token F1 of `answer` against `reference` (bags of `f1_tokens`, as in SQuAD)."""
+    a, r = Counter(f1_tokens(answer)), Counter(f1_tokens(reference))
+    common = sum((a & r).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(a.values()), common / sum(r.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def content_recall(answer: str, grounding: str) -> float:
+    """The share of `grounding`'s content words (BM25's tokens: stemmed, stop words dropped) that
+    `answer` has; 1.0 for a grounding with none."""
+    from chatbot.lexical import tokenize
+
+    wanted = set(tokenize(grounding))
+    return len(wanted & set(tokenize(answer))) / len(wanted) if wanted else 1.0
+
+
 def score_answer(item: dict, mode: str, text: str) -> dict:
     """One labelled answer item against a reply: abstained when it should, every `must` fact group
     present (any alternative, case-insensitive), no `must_not` claim."""
@@ -299,4 +332,69 @@ def answer_report(rows: list[dict], model: str) -> dict:
         report["first_token_ms"] = {"p50": round(statistics.median(first), 1), "p95": round(float(np.percentile(first, 95)), 1)}
         report["tokens_per_s"] = round(statistics.median(speeds), 1) if speeds else None
     report["wrong"] = [{k: r[k] for k in ("id", "mode", "missing", "forbidden", "answer")} for r in rows if not r["correct"]]
+    return report
+
+
+def run_reference_eval(settings: Settings, knowledge: Path, query_files: list[Path], sample: int = 300, progress: bool = True) -> dict:
+    """Answers on a labelled set with references (`reference`: what a person replied), scored
+    against them: a fixed sample (seed 0) of `sample` in-scope turns answered over a temporary index
+    of `knowledge` with the configured LM. For the turns Kefu answered: token F1 against the
+    reference and recall of the gold passages' content words, for Kefu's shown answer and for two
+    baselines from the same retrieval (its best sentence; its top passage whole); the share whose
+    paraphrase passed the checks, and the quote-only fallbacks by reason."""
+    import random
+
+    from tqdm import tqdm
+
+    from chatbot.dialogue import DialogueManager
+    from chatbot.evidence import select
+    from chatbot.llm import make_chat_model
+    from chatbot.prompts import Prompts
+    from chatbot.retrieval import Retriever
+    from chatbot.runtime import turn_forms
+
+    queries = [q for q in load_queries(query_files) if q.in_scope and q.reference]
+    if not queries:
+        raise UserError("no in-scope queries with a 'reference' to score answers against")
+    queries = random.Random(0).sample(queries, min(sample, len(queries)))
+    index, embedder = prepare_index(settings, load_knowledge(knowledge), progress)
+    model = make_chat_model(settings.llm, settings.model_cache_dir)
+    manager = DialogueManager(settings, Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder)), model, Prompts(settings.prompts_dir))
+    by_id = {c.metadata["id"]: c.page_content for c in index.chunks}
+    scores: dict[str, list[tuple[float, float]]] = {"kefu": [], "best_sentence": [], "top_passage": []}
+    modes: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
+    checked = generated = 0
+    first_token = []
+    for q in tqdm(queries, desc="answers", disable=not progress, file=sys.stderr):
+        reply = manager.respond(q.question, q.history).finish()
+        modes[reply.mode] = modes.get(reply.mode, 0) + 1
+        if reply.mode == "abstain":
+            continue
+        if reply.mode == "generate":
+            generated += 1
+            first_token.append(reply.timings.get("first_token_ms", 0.0))
+            checked += reply.checks == []
+            for reason in reply.checks or []:
+                fallbacks[reason] = fallbacks.get(reason, 0) + 1
+        retrieval = manager.retriever.retrieve(q.question, q.history, enough=manager.thresholds().answer)
+        given = retrieval.passages[: settings.retrieval.passages_in_prompt]
+        evidence = select(embedder, retrieval.vector, given, retrieval.lang, 1) if retrieval.vector is not None else []
+        grounding = " ".join(by_id[g] for g in sorted(q.gold_ids) if g in by_id)
+        texts = {"kefu": reply.text, "best_sentence": evidence[0].text if evidence else "",
+                 "top_passage": retrieval.passages[0].chunk.page_content if retrieval.passages else ""}
+        for name, text in texts.items():
+            scores[name].append((token_f1(text, q.reference), content_recall(text, grounding)))
+    answered = len(scores["kefu"])
+    report = {
+        "model": model.name, "n": len(queries), "modes": modes, "answered": answered,
+        "token_f1": {k: round(statistics.mean(v[0] for v in s), 4) if s else 0.0 for k, s in scores.items()},
+        "gold_content_recall": {k: round(statistics.mean(v[1] for v in s), 4) if s else 0.0 for k, s in scores.items()},
+        "generated": generated,
+        "checks_passed": round(checked / generated, 4) if generated else None,
+        "quote_only": round(1 - checked / generated, 4) if generated else None,
+        "quote_only_reasons": fallbacks,
+    }
+    if first_token:
+        report["first_token_ms"] = {"p50": round(statistics.median(first_token), 1), "p95": round(float(np.percentile(first_token, 95)), 1)}
     return report

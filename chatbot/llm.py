@@ -18,6 +18,8 @@ This module decides nothing about what to answer: `dialogue.py` does.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import queue
@@ -38,8 +40,10 @@ class ChatModel(Protocol):
 
     name: str
 
-    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
-        """Yield the reply's text in pieces (never half a UTF-8 character)."""
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
+        """Yield the reply's text in pieces (never half a UTF-8 character). With `starts`, the reply
+        should open with one of them (a verdict: "Yes", "No", "Not stated"): a backend that can
+        constrain decoding enforces it (llama.cpp, by a grammar); the others rely on the prompt."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -75,7 +79,7 @@ class LlamaCppChatModel:
             raise ModelLoadError(f"llama.cpp could not load {path}: {e}; check the file or name another llm.model") from e
         self._tokenizer = self._pool.queue[0]
 
-    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
         try:
             llm = self._pool.get(timeout=self._settings.max_wait_s)
         except queue.Empty as e:
@@ -83,6 +87,7 @@ class LlamaCppChatModel:
         try:
             chunks = llm.create_chat_completion(
                 messages=messages,
+                grammar=_opening_grammar(starts) if starts else None,
                 stream=True,
                 max_tokens=max_new_tokens or self._settings.max_new_tokens,
                 temperature=self._settings.temperature,
@@ -143,7 +148,7 @@ class TransformersChatModel:
                 max_batch_tokens=settings.max_batch_tokens,
             )
 
-    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
         if self.engine is not None:
             ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
             yield from self._detokenize(self.engine.generate(list(ids), max_new_tokens or self._settings.max_new_tokens))
@@ -229,9 +234,11 @@ class FakeChatModel:
     def __init__(self, reply: str | None = None) -> None:
         self.reply = reply
         self.calls: list[list[Message]] = []
+        self.starts: list[tuple[str, ...]] = []  # each call's `starts`
 
-    def stream(self, messages: list[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
         self.calls.append(messages)
+        self.starts.append(starts)
         text = self.reply if self.reply is not None else _first_passage_line(messages[-1]["content"])
         words = text.split(" ")
         for i, word in enumerate(words[: max_new_tokens or len(words)]):
@@ -239,6 +246,15 @@ class FakeChatModel:
 
     def count_tokens(self, text: str) -> int:
         return sum(len(word) if not word.isascii() else 1 for word in text.split())
+
+
+@functools.lru_cache(maxsize=16)
+def _opening_grammar(starts: tuple[str, ...]):
+    """A llama.cpp grammar (GBNF) for a one-line reply that opens with one of `starts`."""
+    from llama_cpp import LlamaGrammar
+
+    options = " | ".join(json.dumps(s, ensure_ascii=False) for s in starts)
+    return LlamaGrammar.from_string(f"root ::= ({options}) [^\\n]*", verbose=False)
 
 
 def _first_passage_line(prompt: str) -> str:

@@ -42,7 +42,7 @@ class OpenAIChatModel:
         timeout = httpx.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s))
         self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
 
-    def stream(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> Iterator[str]:
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
         body = {
             "model": self._settings.model,
             "messages": messages,

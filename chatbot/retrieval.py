@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -77,6 +77,11 @@ class Retrieval:
     # The same for the question without the names of the titles it was searched in ("book a table"
     # of "book a table at the Acorn"): whether the knowledge covers what it asks, not whom.
     topic_unnamed: tuple[float, ...] = ()
+    # The question's best similarity to the shipped off-topic probes of its language, leaving out
+    # this knowledge's own domains (`turns.OffTopicProbes`); -1 without them.
+    off_topic: float = -1.0
+    # The question on its own as the chat embedded it (the evidence is chosen by it: `evidence.py`).
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _normalise(text: str) -> str:
@@ -178,7 +183,10 @@ class Retriever:
         self.turns = turns
         self._titles, self._title_lang = _title_names(index)
         # Subject tracking where the settings ask for it and the calibration found the titles are names.
-        self._track = settings.subject_tracking and ((index.manifest.get("calibration") or {}).get("subject_tracking") or {}).get("on", True)
+        calibration = index.manifest.get("calibration") or {}
+        self._track = settings.subject_tracking and (calibration.get("subject_tracking") or {}).get("on", True)
+        # The off-topic domains that the calibration found are this knowledge's own subject, per language.
+        self._own_domains = {lang: tuple(c.get("own_domains") or ()) for lang, c in (calibration.get("languages") or {}).items()}
         # Each dense model's columns, and each passage's norm within them (cosines per model).
         self._parts = embedding_parts(embedder, index.vectors.shape[1])
         self._norms = [np.maximum(np.linalg.norm(index.vectors[:, a:b], axis=1), 1e-12) for a, b in self._parts]
@@ -239,6 +247,8 @@ class Retriever:
         given = [h.score for h in passages[: self.settings.passages_in_prompt]]
         relevance = max(given) if given else -1.0
         request = self.turns.score(question_vector) if self.turns is not None else -1.0
+        probes = self.turns.probes if self.turns is not None else None
+        off_topic = probes.nearest(question_vector, lang, self._own_domains.get(lang, ())) if probes is not None else -1.0
         context_text = " ".join([*previous, asked])  # with the subject named, searched without the names
         if context_text == asked or (enough and stands_alone):
             in_context = topic  # a first turn, or one on topic by its own words: its context cannot change that
@@ -247,7 +257,7 @@ class Retriever:
         else:
             in_context = self.best_cosines(self._embed(context_text))
         unnamed = self.best_cosines(search_vector) if subjects and query_text != asked else topic
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context, unnamed)
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context, unnamed, off_topic, question_vector)
 
     def best_cosines(self, vector: np.ndarray) -> tuple[float, ...]:
         """Each dense model's best cosine of `vector` over every passage; 0 for a model that did

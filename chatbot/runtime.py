@@ -39,11 +39,12 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
     return manager
 
 
-def turn_forms(settings: Settings, embedder: Embeddings) -> TurnForms | None:
-    """The turn-form examples embedded, when `retrieval.request_threshold` is set."""
-    if settings.retrieval.request_threshold is None:
-        return None
-    return TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.retrieval.request_neighbours, settings.data_dir / "cache" / "embeddings")
+def turn_forms(settings: Settings, embedder: Embeddings) -> TurnForms:
+    """The turn-form examples and the off-topic probes, embedded."""
+    from chatbot.calibration import OFF_TOPIC_FILE
+
+    return TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.retrieval.request_neighbours, settings.data_dir / "cache" / "embeddings",
+                          settings.prompts_dir / OFF_TOPIC_FILE)
 
 
 class IndexWatcher:

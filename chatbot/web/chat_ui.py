@@ -57,7 +57,25 @@ def sources_footer(reply: Reply) -> str:
         heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""
         page = f" p. {source.page}" if source.page else ""
         lines.append(f"{n}. {as_text(source.title + heading)} · `{source.source}`{page} · {source.score:.2f}")
+        if source.quote:  # the quoted words highlighted in their passage
+            start, end = source.quote
+            before, after = source.text[max(0, start - 160) : start], source.text[end : end + 160]
+            lines.append(f"   > {'…' if start > 160 else ''}{_one_line(before)}<mark>{_one_line(source.text[start:end])}</mark>{_one_line(after)}{'…' if end + 160 < len(source.text) else ''}")
     return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return as_text(" ".join(text.split()))
+
+
+def answer_markdown(reply: Reply) -> str:
+    """A finished reply as the chat shows it: a generated answer's opening quote as a block quote,
+    then the rest, then the sources."""
+    text = reply.text
+    if reply.quote and text.startswith(reply.quote):
+        rest = text[len(reply.quote) :].strip()
+        return f"> {as_text(reply.quote)}" + (f"\n\n{as_text(rest)}" if rest else "") + sources_footer(reply)
+    return as_text(text) + sources_footer(reply)
 
 
 def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int, before_turn: Callable[[], object] = lambda: None) -> gr.Blocks:
@@ -112,7 +130,7 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
         for piece in reply:
             answer["content"] += as_text(piece)
             yield "", chat, conversation, stored, seen, gr.skip()
-        answer["content"] = as_text(reply.text) + sources_footer(reply)
+        answer["content"] = answer_markdown(reply)
         conversation = [*conversation, {"role": "user", "content": question}, {"role": "assistant", "content": reply.text}]
         stored = record(stored, "assistant", reply.text, mode=reply.mode, lang=reply.lang, sources=[s.as_dict() for s in reply.sources], timings=reply.timings)
         yield "", chat, conversation, stored, seen, gr.skip()

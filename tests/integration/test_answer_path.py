@@ -57,13 +57,18 @@ def test_out_of_scope_questions_abstain_in_the_users_language(manager, question)
     assert detect_language(reply.text) == detect_language(question)
 
 
-def test_a_generated_answer_streams_and_cites_the_passages_it_was_given(manager):
+def test_a_generated_answer_quotes_its_source_at_once_then_gives_only_a_checked_answer(manager):
     reply = manager.respond("How long is the warranty on a toaster?")
     assert reply.mode == "generate"
     pieces = list(reply)
-    assert len(pieces) > 3  # streamed, not one block
-    assert reply.sources[0].heading == "Warranty periods"
-    assert "toasters" in reply.sources[0].text and "2-year" in reply.sources[0].text  # what the LM was given
+    top = reply.sources[0]
+    assert top.heading == "Warranty periods" and top.quote is not None
+    sentence = top.text[top.quote[0] : top.quote[1]]
+    assert "toasters" in sentence and "2-year" in sentence  # the sentence that answers, word for word
+    assert pieces[0] == reply.quote and f"“{sentence}”" in pieces[0]  # first, before the LM is done
+    assert len(pieces) == 2 and reply.checks is not None  # then the LM's answer whole, or the line that stands for it
+    if not reply.checks:  # shown: every number in it is in the evidence
+        assert "1 year" not in pieces[1] and "one year" not in pieces[1].lower()
     assert 0 < reply.timings["first_token_ms"] < reply.timings["total_ms"]
 
 

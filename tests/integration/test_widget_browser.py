@@ -111,6 +111,10 @@ def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_re
     assert root.find_element(By.CSS_SELECTOR, "[role=dialog]").get_attribute("aria-label") == "Lumen & Leaf · help"
     text, partial = _ask(browser, root, "How long is the warranty on a toaster?", "warranty-policy.md")
     assert partial, "the answer appeared all at once instead of streaming"
+    answer = root.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
+    quote = answer.find_element(By.CSS_SELECTOR, "blockquote.quote").text  # the answer's quote, shown as one
+    marked = answer.find_element(By.CSS_SELECTOR, ".sources mark").text  # its words highlighted in the source
+    assert quote.startswith("From “Warranty policy”") and marked and marked in quote
     browser.save_screenshot(str(_shots() / "widget-desktop.png"))
 
     browser.refresh()
@@ -120,6 +124,7 @@ def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_re
 
     WebDriverWait(browser, 30).until(lambda _d: "warranty-policy.md" in _log_text(root))
     assert "How long is the warranty on a toaster?" in _log_text(root)
+    assert root.find_elements(By.CSS_SELECTOR, ".msg.assistant blockquote.quote")  # a stored answer keeps its quote
 
     # An over-long message: the server's reason is shown and the text stays in the box, nothing lost.
     root.find_element(By.CSS_SELECTOR, "textarea").send_keys("y" * 2500, Keys.ENTER)

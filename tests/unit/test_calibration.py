@@ -143,3 +143,19 @@ def test_a_threshold_in_the_settings_overrides_that_language_s_calibration_alone
     assert Thresholds(0.9, {"en": 0.5}).answer_for("zh") == 0.5  # a language without one: the highest
     with pytest.raises(ConfigError, match="no calibration"):
         resolve(settings, None)
+
+
+def test_the_nearest_off_topic_probe_is_of_the_questions_language_and_not_of_the_knowledges_own_domain(tmp_path):
+    import numpy as np
+
+    from chatbot.embeddings import FakeEmbeddings
+    from chatbot.turns import OffTopicProbes
+
+    path = tmp_path / "off_topic.yaml"
+    path.write_text("domains:\n  weather:\n    en: [will it rain tomorrow]\n    zh: [明天会下雨吗]\n  banking:\n    en: [how do i reset my card pin]\n", encoding="utf-8")
+    embedder = FakeEmbeddings()
+    probes = OffTopicProbes.load(path, embedder)
+    rain = np.asarray(embedder.embed_query("will it rain tomorrow"), dtype=np.float32)
+    assert probes.nearest(rain, "en") == pytest.approx(1.0, abs=1e-5)
+    assert probes.nearest(rain, "en", own_domains=("weather",)) < 0.9  # a weather service's own subject
+    assert probes.nearest(rain, "de") == -1.0  # no probes in that language

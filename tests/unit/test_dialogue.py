@@ -55,6 +55,16 @@ def test_a_follow_up_is_about_the_knowledge_by_the_mean_of_its_question_alone_an
     assert turn_topic(chinese) == pytest.approx(0.90)
 
 
+def test_a_follow_up_nearer_a_shipped_off_topic_question_than_its_conversation_is_to_the_knowledge_is_not_lifted():
+    passages = [_hit(0.8, kind="section", id="top")]
+    weather = Retrieval(passages, None, "zh", 1.0, 0.5, topic=(0.85,), topic_in_context=(0.91,), off_topic=0.95)  # "明天天气怎么样？"
+    materials = Retrieval(passages, None, "zh", 1.0, 0.5, topic=(0.85,), topic_in_context=(0.91,), off_topic=0.88)  # "那需要带什么材料？"
+    assert turn_topic(weather) == pytest.approx(0.85)
+    assert turn_topic(materials) == pytest.approx(0.88)
+    assert decide(weather, Thresholds(0.95, {"zh": 0.87})) == "abstain"
+    assert decide(materials, Thresholds(0.95, {"zh": 0.87})) == "generate"
+
+
 def test_a_request_is_refused_unless_the_knowledge_covers_what_it_asks_without_the_names_in_it():
     passages = [_hit(0.9, kind="section", id="top")]
     thresholds = Thresholds(0.95, {"en": 0.70}, request=0.0, covered={"en": 0.85})
@@ -106,15 +116,44 @@ def test_a_chinese_question_gets_the_chinese_curated_answer(manager):
     assert (reply.mode, reply.lang, reply.text) == ("faq", "zh", "标准快递需要3到5个工作日送达。")
 
 
-def test_a_generated_answer_cites_exactly_the_passages_given_to_the_lm(manager):
+def test_a_generated_answer_quotes_its_best_sentence_and_the_lm_sees_only_the_evidence(manager):
     reply = manager.respond("Can opened items be returned within 14 days?").finish()
-    assert reply.mode == "generate"
-    prompt = manager.model.calls[0]
-    assert prompt[0]["role"] == "system" and prompt[-1]["role"] == "user"
-    for n, source in enumerate(reply.sources, 1):
-        assert f"[{n}] {source.text}" in prompt[-1]["content"]
-    assert reply.sources[0].id == "en/returns.md#2"
-    assert reply.text.startswith("Fake answer: Returns policy > Opened items")
+    assert reply.mode == "generate" and reply.checks == []
+    prompt = manager.model.calls[0][-1]["content"]
+    sentences = [line.split("] ", 1)[1] for line in prompt.splitlines() if line.startswith("[")]
+    assert 1 <= len(sentences) <= 3
+    for sentence in sentences:  # each word for word from a cited passage
+        assert any(sentence in s.text for s in reply.sources)
+    top = reply.sources[0]
+    assert top.id == "en/returns.md#2" and top.quote is not None
+    quoted = top.text[top.quote[0] : top.quote[1]]
+    assert quoted == sentences[0] == "Opened items can be returned within 14 days if undamaged; a 15% restocking fee applies."
+    assert reply.text.startswith(f"From “Returns policy”: “{quoted}”\n\n")
+    assert reply.text.endswith(f"Fake answer: {quoted}")  # it passed the checks, so it is shown
+    assert reply.as_dict()["sources"][0]["quote"] == {"start": top.quote[0], "end": top.quote[1]}
+
+
+def test_a_yes_no_question_holds_the_lm_to_a_verdict(manager):
+    manager.respond("Can opened items be returned within 14 days?").finish()
+    manager.respond("How long do I have to return opened items?").finish()
+    assert manager.model.starts == [("Yes", "No", "Not stated"), ()]
+
+
+@pytest.mark.parametrize(
+    ("answer", "failed"),
+    [
+        ("Yes, within 60 days.", ["quantity"]),  # no such number in the evidence
+        ("Yes, only unused items, within 14 days.", ["condition"]),
+        ("Not stated.", ["not_stated"]),
+    ],
+)
+def test_an_answer_that_fails_a_check_is_never_shown_the_quote_stands_alone(manager, answer, failed):
+    manager.model.reply = answer
+    reply = manager.respond("Can opened items be returned within 14 days?").finish()
+    assert reply.checks == failed
+    assert answer not in reply.text
+    assert reply.text.startswith("From “Returns policy”: “Opened items can be returned within 14 days")
+    assert reply.text.endswith("If it does not answer your question, I can connect you with a person from our team.")
 
 
 def test_an_unrelated_question_abstains_in_the_users_language_and_offers_a_person(manager):
@@ -172,27 +211,29 @@ def test_bad_messages_get_a_clear_reply_in_the_users_language(manager, message, 
     assert manager.check(f"  {message.strip()[:5] or 'hi'} ", []) == (message.strip()[:5] or "hi")
 
 
-def test_a_model_failure_mid_answer_becomes_an_apology(manager):
-    def broken(messages, max_new_tokens=None):
+def test_a_model_failure_mid_answer_becomes_an_apology_after_the_quote(manager):
+    def broken(messages, max_new_tokens=None, starts=()):
         yield "Partial"
         raise RuntimeError("boom")
 
     manager.model.stream = broken
     reply = manager.respond("Can opened items be returned within 14 days?").finish()
-    assert reply.text.startswith("Partial") and "something went wrong" in reply.text
+    assert reply.text.startswith("From “Returns policy”") and "something went wrong" in reply.text
+    assert "Partial" not in reply.text and reply.checks == ["error"]
 
 
-def test_a_busy_model_gets_the_top_passage_at_once_in_the_users_language(manager):
+def test_a_busy_model_gets_the_quote_at_once_in_the_users_language(manager):
     from chatbot.errors import ModelBusyError
 
-    def busy(messages, max_new_tokens=None):
+    def busy(messages, max_new_tokens=None, starts=()):
         raise ModelBusyError("the model is serving 64 requests, its limit")
         yield  # a generator, like every ChatModel.stream
 
     manager.model.stream = busy
     reply = manager.respond("Can opened items be returned within 14 days?").finish()
     assert reply.mode == "generate" and "answering many customers right now" in reply.text
-    assert reply.sources[0].text in reply.text  # the passage itself, cited below
+    top = reply.sources[0]
+    assert f"“{top.text[top.quote[0] : top.quote[1]]}”" in reply.text and reply.checks == ["busy"]  # the sentence itself, cited below
 
 
 def test_a_question_in_another_language_does_not_track_a_document_named_earlier(manager):
@@ -206,7 +247,7 @@ def test_a_request_to_act_is_told_that_a_person_can_do_it(settings, monkeypatch)
     settings.retrieval.request_threshold = 0.0
     index = KnowledgeBase(settings, FakeEmbeddings()).open()
     manager = DialogueManager(settings, Retriever(index, FakeEmbeddings(), settings.retrieval), FakeChatModel(), Prompts(settings.prompts_dir))
-    monkeypatch.setattr(manager.retriever, "turns", type("Forms", (), {"score": staticmethod(lambda vector: 0.5)})())
+    monkeypatch.setattr(manager.retriever, "turns", type("Forms", (), {"score": staticmethod(lambda vector: 0.5), "probes": None})())
     reply = manager.respond("Please cancel my order 4821.").finish()
     assert reply.mode == "abstain" and not reply.sources
     assert reply.text.startswith("I can't do that for you here") and "connect you" in reply.text

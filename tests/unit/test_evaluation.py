@@ -177,3 +177,25 @@ def test_the_calibration_lines_say_whether_subject_tracking_is_on_and_why():
     assert off == ["subject tracking: off, the titles are not names (0.387 of the 31 passages that name a title name their own)"]
     on = calibration_lines({"languages": {}, "subject_tracking": {"passages_naming_a_title": 0, "own_title_share": None, "on": True}})
     assert on == ["subject tracking: on, unless retrieval.subject_tracking is false (no passage names a title)"]
+
+
+def test_token_f1_and_content_recall_by_hand():
+    from chatbot.evaluation import content_recall, token_f1
+
+    assert token_f1("free parking on site", "Parking is free on site.") == pytest.approx(2 * (4 / 4) * (4 / 5) / (4 / 4 + 4 / 5))
+    assert token_f1("", "anything") == 0.0
+    assert token_f1("可以退货", "可以退") == pytest.approx(2 * 0.75 * 1.0 / 1.75)  # Chinese by character
+    assert content_recall("Dogs are welcome here", "Are pets allowed? Dogs are welcome.") == pytest.approx(2 / 4)
+
+
+def test_eval_references_scores_answers_and_both_baselines_against_the_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    k = _write(tmp_path / "k.jsonl", KNOWLEDGE)
+    rows = [dict(q, reference=r) for q, r in zip(QUERIES, ["Yes, there is free wifi in every room.", "No, parking costs 10 pounds a night."])]
+    q = _write(tmp_path / "q.jsonl", rows + OUT_OF_SCOPE)
+    assert main(["--profile", "test", "eval", "--knowledge", str(k), "--queries", str(q), "--references", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 2  # the in-scope turns with a reference
+    assert set(report["token_f1"]) == set(report["gold_content_recall"]) == {"kefu", "best_sentence", "top_passage"}
+    assert report["answered"] == sum(n for mode, n in report["modes"].items() if mode != "abstain")
+    assert all(0 <= v <= 1 for part in ("token_f1", "gold_content_recall") for v in report[part].values())

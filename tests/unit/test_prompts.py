@@ -6,7 +6,7 @@ import pytest
 from chatbot.config import PROJECT_ROOT
 from chatbot.prompts import Prompts
 
-VARIABLES = {"business": "Shop", "passages": ["Passage one.", "Passage two."], "passage": "A passage.", "question": "Q?", "length": 3000, "limit": 2000}
+VARIABLES = {"business": "Shop", "sentences": ["Sentence one.", "Sentence two."], "title": "Returns", "quote": "A sentence.", "question": "Q?", "length": 3000, "limit": 2000}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -20,9 +20,15 @@ def test_every_template_renders(lang):
         assert has_han == (lang == "zh"), name
 
 
-def test_the_user_message_numbers_the_passages_before_the_question():
-    text = Prompts(PROJECT_ROOT / "prompts").render("user", lang="en", passages=["A.", "B."], question="Why?")
-    assert text == "Passages:\n[1] A.\n[2] B.\n\nCustomer's question: Why?"
+def test_the_user_message_numbers_the_sentences_before_the_question():
+    text = Prompts(PROJECT_ROOT / "prompts").render("user", lang="en", sentences=["A.", "B."], question="Why?")
+    assert text == "Sentences from our information:\n[1] A.\n[2] B.\n\nCustomer's question: Why?"
+
+
+def test_a_quote_is_marked_as_one_with_its_source_in_both_languages():
+    prompts = Prompts(PROJECT_ROOT / "prompts")
+    assert prompts.render("quote", lang="en", title="Returns policy", quote="Opened items: 14 days.") == "From “Returns policy”: “Opened items: 14 days.”"
+    assert prompts.render("quote", lang="zh", title="退货政策", quote="已拆封的商品可在14天内退货。") == "《退货政策》中写道：“已拆封的商品可在14天内退货。”"
 
 
 def test_a_missing_variable_is_an_error():

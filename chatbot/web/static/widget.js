@@ -67,6 +67,8 @@
     ".note{background:transparent;color:#57606a;font-size:12px;align-self:center}",
     ".who{display:block;font-size:11px;font-weight:600;color:#8a6d00;margin-bottom:2px}",
     ".sources{margin:6px 0 0;padding:6px 0 0 16px;border-top:1px solid #d0d7de;font-size:12px;color:#57606a}",
+    ".quote{margin:0 0 6px;padding:2px 0 2px 8px;border-left:3px solid #8c959f;font-style:italic;white-space:pre-wrap}",
+    ".excerpt{margin:3px 0 0;color:#24292f}.excerpt mark{background:#fff3b0;color:inherit}",
     ".thumbs{display:flex;gap:6px;margin-top:4px}",
     ".thumbs button{border:1px solid #d0d7de;background:#fff;border-radius:6px;cursor:pointer;font-size:13px;padding:1px 7px}",
     ".thumbs button[aria-pressed=true]{background:#ddf4e4;border-color:#2f6f4f}",
@@ -207,13 +209,41 @@
     return node;
   }
 
+  // A generated answer opens with a quote of its source: shown as a quote, and its words marked in
+  // the source listed below it.
+  function showQuote(node, sources) {
+    var source = sources.filter(function (s) { return s.quote && s.text; })[0];
+    var textNode = node.querySelector(".text");
+    if (!source || !textNode) return null;
+    var sentence = source.text.slice(source.quote.start, source.quote.end);
+    var content = textNode.textContent, cut = content.indexOf("\n\n");
+    var first = cut < 0 ? content : content.slice(0, cut);
+    if (first.indexOf(sentence) < 0) return null;
+    var quote = el("blockquote", "quote", first);
+    node.insertBefore(quote, textNode);
+    textNode.textContent = cut < 0 ? "" : content.slice(cut + 2);
+    return source;
+  }
+
+  function excerpt(source) {
+    var start = source.quote.start, end = source.quote.end, text = source.text;
+    var box = el("div", "excerpt");
+    box.appendChild(document.createTextNode((start > 160 ? "…" : "") + text.slice(Math.max(0, start - 160), start)));
+    box.appendChild(el("mark", "", text.slice(start, end)));
+    box.appendChild(document.createTextNode(text.slice(end, end + 160) + (end + 160 < text.length ? "…" : "")));
+    return box;
+  }
+
   function finish(node, messageId, sources, mode) {
+    var quoted = showQuote(node, sources);
     if (sources.length) {
       var list = el("ol", "sources");
       list.setAttribute("aria-label", T.sources);
       sources.forEach(function (s) {
         var title = s.title + (s.heading && s.heading !== s.title ? " — " + s.heading : "") + " · " + s.source + (s.page ? " p. " + s.page : "");
-        list.appendChild(el("li", "", title));
+        var item = el("li", "", title);
+        if (s === quoted) item.appendChild(excerpt(s));
+        list.appendChild(item);
       });
       node.appendChild(list);
     }

@@ -1,0 +1,149 @@
+"""Checks in code of a generated answer against its evidence sentences, before the customer sees it.
+
+The small LM misreads what it is given ("1 year" where the passage says 2, "No" to opened returns),
+so a paraphrase is shown only when every check passes (`check`); otherwise the customer gets the
+quoted sentence alone (`dialogue.py`). The checks:
+
+- **Quantities**: every number, price, duration and date in the answer is in the evidence, after
+  normalising: digits, English number words and Chinese numerals are values ("two" = "2" = "两" =
+  "二"); a duration is counted in days or months ("2 years" = "24 months", "2 weeks" = "14 days",
+  "两年" = "2年"). A quantity with a unit must match one with the same unit; a bare number must match
+  any value in the evidence.
+- **Negations and conditions**: a negation in the answer ("not", "no", "cannot"; 不, 没有, 无法)
+  needs one in the evidence; each condition word in the answer ("only", "unless", "unopened",
+  "opened"; 仅, 除非, 未拆封, 已拆封) must be in the evidence as a word.
+- **Verdict**: an answer that opens with "Yes" (是的, 可以) must not stand against a negated
+  best sentence unless it carries a negation itself ("Yes, but not after 14 days").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_EN_NUMBERS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+    "hundred": 100, "thousand": 1000, "half": 0.5,
+}
+_ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_ZH_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
+# A duration's unit, as (kind, multiplier): days and weeks in days, months and years in months.
+_UNITS = {
+    "day": ("day", 1), "days": ("day", 1), "week": ("day", 7), "weeks": ("day", 7), "fortnight": ("day", 14),
+    "month": ("month", 1), "months": ("month", 1), "year": ("month", 12), "years": ("month", 12),
+    "hour": ("hour", 1), "hours": ("hour", 1), "minute": ("minute", 1), "minutes": ("minute", 1),
+    "天": ("day", 1), "日": ("day", 1), "周": ("day", 7), "星期": ("day", 7), "个星期": ("day", 7), "个月": ("month", 1), "月": ("month", 1),
+    "年": ("month", 12), "小时": ("hour", 1), "个小时": ("hour", 1), "分钟": ("minute", 1), "个工作日": ("workday", 1), "工作日": ("workday", 1),
+    "business day": ("workday", 1), "business days": ("workday", 1), "working day": ("workday", 1), "working days": ("workday", 1),
+}
+_EN_UNIT = "|".join(sorted((u for u in _UNITS if u.isascii()), key=len, reverse=True))
+_ZH_UNIT = "|".join(sorted((u for u in _UNITS if not u.isascii()), key=len, reverse=True))
+_NUMBER_WORD = "|".join(sorted(_EN_NUMBERS, key=len, reverse=True))
+_ZH_NUMERAL = "[零〇一二两三四五六七八九十百千万]+"
+# Chinese numerals count only before a measure word (一下, 统一 are not numbers).
+_ZH_MEASURE = f"(?:{_ZH_UNIT}|元|块|个|件|次|%|折|份|张|位|公斤|克|米|厘米|号)"
+_QUANTITY = re.compile(
+    rf"(?P<digits>\d+(?:[.,]\d+)*)\s*(?P<pct>%|percent)?\s*(?:-|‑)?\s*(?P<unit>{_EN_UNIT}|{_ZH_UNIT})?(?![a-z])"
+    rf"|(?<![a-z])(?P<word>{_NUMBER_WORD})(?:[\s-]+(?P<word2>one|two|three|four|five|six|seven|eight|nine))?(?![a-z])\s*(?:-\s*)?(?P<wunit>{_EN_UNIT})?(?![a-z])"
+    rf"|(?P<zh>{_ZH_NUMERAL})(?=\s*{_ZH_MEASURE})(?P<zunit>{_ZH_UNIT})?",
+    re.IGNORECASE,
+)
+
+_EN_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|cannot|without)\b|n't\b", re.IGNORECASE)
+_ZH_NEGATION = re.compile(r"不|没有|没|无法|无须|无需|禁止|未")
+_EN_CONDITIONS = ("only", "unless", "except", "unopened", "opened", "unused", "used", "sealed", "damaged", "faulty", "free", "full")
+_ZH_CONDITIONS = ("仅", "只有", "只能", "除非", "除了", "未拆封", "已拆封", "拆封后", "未使用", "已使用", "免费", "全额")
+_EN_YES_NO = re.compile(r"^\W*(?:(?:and|so|ok|okay|also|then|but|great|thanks|thank you)\W+)*(?:can|could|is|isn't|are|aren't|do|does|doesn't|did|will|would|should|may|might|has|have|was|were|am|shall|must)\b", re.IGNORECASE)
+_ZH_YES_NO = re.compile(r"吗\s*[？?。]?\s*$|能不能|可不可以|是不是|有没有|会不会|要不要|可否|能否|是否")
+_YES = re.compile(r"^\s*(?:yes\b|是|可以|能|有的|对)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    value: float
+    unit: str | None  # a duration's kind (`_UNITS`), "%" or None
+
+
+def _zh_value(text: str) -> float | None:
+    """二十五 → 25, 两 → 2, 十四 → 14, 一百 → 100; None for what does not parse."""
+    total, digit = 0, None
+    for char in text:
+        if char in _ZH_DIGITS:
+            digit = _ZH_DIGITS[char]
+        elif char in _ZH_UNITS:
+            total += (1 if digit is None else digit) * _ZH_UNITS[char]
+            digit = None
+        else:
+            return None
+    return float(total + (digit or 0))
+
+
+def quantities(text: str) -> list[Quantity]:
+    """The numbers of `text` with their units, durations normalised (`_UNITS`)."""
+    found = []
+    for m in _QUANTITY.finditer(text):
+        unit = None
+        if m.group("digits"):
+            raw = m.group("digits")
+            raw = raw.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+", raw) else raw.replace(",", ".")
+            try:
+                value = float(raw)
+            except ValueError:
+                continue
+            unit = "%" if m.group("pct") else m.group("unit")
+        elif m.group("word"):
+            value = float(_EN_NUMBERS[m.group("word").lower()])
+            if m.group("word2"):
+                value += _EN_NUMBERS[m.group("word2").lower()]
+            unit = m.group("wunit")
+        else:
+            parsed = _zh_value(m.group("zh"))
+            if parsed is None:
+                continue
+            value, unit = parsed, m.group("zunit")
+        if unit and unit != "%":
+            kind, times = _UNITS[unit.lower()]
+            value, unit = value * times, kind
+        found.append(Quantity(value, unit))
+    return found
+
+
+def _quantity_failures(answer: str, evidence: str) -> list[str]:
+    known = quantities(evidence)
+    values = {q.value for q in known}
+    with_units = {(q.value, q.unit) for q in known}
+    failures = []
+    for q in quantities(answer):
+        if (q.unit is None and q.value not in values) or (q.unit is not None and (q.value, q.unit) not in with_units and not (q.unit == "%" and q.value in values)):
+            failures.append("quantity")
+    return failures
+
+
+def _words(text: str, words: tuple[str, ...]) -> set[str]:
+    return {w for w in words if re.search(rf"(?<![a-z]){w}(?![a-z])", text, re.IGNORECASE)}
+
+
+def _negated(text: str) -> bool:
+    return bool(_EN_NEGATION.search(text) or _ZH_NEGATION.search(text))
+
+
+def is_yes_no(question: str) -> bool:
+    """Whether `question` asks for a yes or a no ("Can I return it?", "可以退吗？")."""
+    return bool(_EN_YES_NO.search(question) or _ZH_YES_NO.search(question.strip()))
+
+
+def check(answer: str, evidence: list[str]) -> list[str]:
+    """Why `answer` may not be shown beside `evidence` (its sentences, best first): a list of
+    failed checks ("quantity", "negation", "condition", "verdict"), empty when all pass."""
+    joined = " ".join(evidence)
+    failures = _quantity_failures(answer, joined)
+    if _negated(answer) and not _negated(joined):
+        failures.append("negation")
+    missing = (_words(answer, _EN_CONDITIONS) - _words(joined, _EN_CONDITIONS)) | {w for w in _ZH_CONDITIONS if w in answer and w not in joined}
+    if missing:
+        failures.append("condition")
+    if evidence and _YES.search(answer) and _negated(evidence[0]) and not _negated(answer):
+        failures.append("verdict")
+    return failures

@@ -1,0 +1,96 @@
+"""The evidence of a generated answer: the sentences of the passages retrieval chose that answer the
+question, each with its character offsets in its passage (the source highlights them).
+
+A passage's text is split into sentences (`sentence_spans`): after its first line (the title, or
+"title > heading", or a FAQ pair's question), at a full stop, question or exclamation mark followed
+by a space, a Chinese full stop, question or exclamation mark or semicolon, or a line break. A
+question is never evidence. Each sentence is embedded as a passage with the chat's embedder and
+scored against the question by each dense model's cosine (for English, the two models' mean, as
+`calibration.topic_score`); the best `limit` are kept, best first. The selection against the gold
+sentences and the references is measured in docs/quality.md (`bench/evidence.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from chatbot.calibration import topic_score
+from chatbot.embeddings import embedding_parts
+from chatbot.index import Hit
+
+# A sentence ends at . ! ? followed by a space or the end (not "14.95"), at 。！？； or at a line break.
+_END = re.compile(r"[。！？；]+|[.!?]+(?=\s|$)|\n")
+_WORD = re.compile(r"[0-9A-Za-z\u3400-\u4dbf\u4e00-\u9fff]")
+_MIN_WORD_CHARS = 4
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One sentence of a passage: `text == passage.page_content[start:end]`."""
+
+    hit: Hit  # the passage
+    start: int
+    end: int
+    score: float
+
+    @property
+    def text(self) -> str:
+        return self.hit.chunk.page_content[self.start : self.end]
+
+    @property
+    def title(self) -> str:
+        return str(self.hit.chunk.metadata.get("title") or "")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) offsets of `text`'s sentences after its first line, stripped of spaces;
+    questions and fragments of under four letters or characters left out. A passage with none
+    gives its body after the first line whole."""
+    first = text.find("\n")
+    position = first + 1 if first >= 0 else 0
+    spans = []
+    for end_mark in [*_END.finditer(text, position), None]:
+        end = len(text) if end_mark is None else (end_mark.start() if end_mark.group() == "\n" else end_mark.end())
+        start = position
+        while start < end and text[start].isspace():
+            start += 1
+        stop = end
+        while stop > start and text[stop - 1].isspace():
+            stop -= 1
+        sentence = text[start:stop]
+        if len(_WORD.findall(sentence)) >= _MIN_WORD_CHARS and not sentence.rstrip("\"'”’)）").endswith(("?", "？")):
+            spans.append((start, stop))
+        if end_mark is None:
+            break
+        position = end_mark.end()
+    if not spans:  # no sentence of its own (a passage that is a question, or a fragment): its body whole
+        start, stop = first + 1 if first >= 0 else 0, len(text.rstrip())
+        while start < stop and text[start].isspace():
+            start += 1
+        if len(_WORD.findall(text[start:stop])) >= _MIN_WORD_CHARS:
+            spans.append((start, stop))
+    return spans
+
+
+def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, limit: int | None = 3) -> list[Evidence]:
+    """The `limit` sentences of `hits` nearest the question (`question_vector`, as the chat embedded
+    it), best first (every sentence with `limit=None`); an empty list when no passage has a sentence."""
+    candidates = [(hit, start, end) for hit in hits for start, end in sentence_spans(hit.chunk.page_content)]
+    if not candidates:
+        return []
+    texts = [hit.chunk.page_content[start:end] for hit, start, end in candidates]
+    vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
+    parts = embedding_parts(embedder, vectors.shape[1])
+    scores = []
+    for row in vectors:
+        cosines = []
+        for a, b in parts:
+            q, s = question_vector[a:b], row[a:b]
+            norms = float(np.linalg.norm(q) * np.linalg.norm(s))
+            cosines.append(float(q @ s) / norms if norms > 0 else 0.0)
+        scores.append(topic_score(tuple(cosines), lang))
+    order = sorted(range(len(candidates)), key=lambda i: -scores[i])[:limit]
+    return [Evidence(candidates[i][0], candidates[i][1], candidates[i][2], scores[i]) for i in order]

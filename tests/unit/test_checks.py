@@ -1,0 +1,71 @@
+"""The checks of a generated answer against its evidence sentences (`chatbot/checks.py`)."""
+
+import pytest
+
+from chatbot.checks import Quantity, check, is_yes_no, quantities
+
+RETURNS = ["Opened items can be returned within 14 days of delivery for a refund minus a 15% restocking fee."]
+WARRANTY = ["Every lamp has a 2-year warranty.", "Express delivery costs USD 14.95."]
+NOT_ADDED = ["Items cannot be added to an order that has already been placed."]
+ZH = ["未拆封的商品可在30天内退货，灯具保修两年。"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("within 2 years", [Quantity(24, "month")]),
+        ("24 months", [Quantity(24, "month")]),
+        ("两年", [Quantity(24, "month")]),
+        ("2年", [Quantity(24, "month")]),
+        ("a 2-week window", [Quantity(14, "day")]),
+        ("fourteen days", [Quantity(14, "day")]),
+        ("twenty-one days", [Quantity(21, "day")]),
+        ("十四天", [Quantity(14, "day")]),
+        ("USD 14.95", [Quantity(14.95, None)]),
+        ("$1,000", [Quantity(1000, None)]),
+        ("15%", [Quantity(15, "%")]),
+        ("二十五元", [Quantity(25, None)]),
+        ("统一一下", []),  # Chinese numerals count only before a measure word
+        ("3 to 5 business days", [Quantity(3, None), Quantity(5, "workday")]),
+    ],
+)
+def test_quantities_are_normalised(text, expected):
+    assert quantities(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "evidence", "failed"),
+    [
+        ("Yes, you can return it within 14 days, minus a 15% fee.", RETURNS, []),
+        ("Yes, within two weeks, less fifteen percent.", RETURNS, []),
+        ("Yes, within 30 days.", RETURNS, ["quantity"]),
+        ("The warranty lasts 24 months.", WARRANTY, []),
+        ("The warranty lasts 1 year.", WARRANTY, ["quantity"]),
+        ("Express delivery costs 14.95.", WARRANTY, []),
+        ("Express delivery costs 12.95.", WARRANTY, ["quantity"]),
+        ("Yes, but unopened items only.", RETURNS, ["condition"]),
+        ("You get a full refund.", RETURNS, ["condition"]),
+        ("No, opened items cannot be returned.", RETURNS, ["negation"]),
+        ("Yes, you can add items.", NOT_ADDED, ["verdict"]),
+        ("No, items cannot be added; place a second order.", NOT_ADDED, []),
+        ("未拆封的商品可以在三十天内退货。", ZH, []),
+        ("已拆封的商品可以在30天内退货。", ZH, ["condition"]),
+        ("灯具保修一年。", ZH, ["quantity"]),
+        ("灯具保修24个月。", ZH, []),
+    ],
+)
+def test_an_answer_is_checked_against_its_evidence(answer, evidence, failed):
+    assert check(answer, evidence) == failed
+
+
+@pytest.mark.parametrize(
+    ("question", "yes_no"),
+    [("Can I return an opened blender?", True), ("Ok, and does it have parking?", True), ("How long does delivery take?", False),
+     ("What if I opened it?", False), ("可以退吗？", True), ("能不能改地址", True), ("运费多少？", False)],
+)
+def test_yes_no_questions_are_told_apart(question, yes_no):
+    assert is_yes_no(question) == yes_no
+
+
+def test_a_bare_chinese_yes_against_a_negated_sentence_is_refused():
+    assert check("是。", ["Lumen & Leaf 不提供直接换货，请先退货退款。"]) == ["verdict"]
