@@ -5,8 +5,8 @@ check limits → detect language → retrieve with the conversation's earlier qu
             with no LM call
   generate  the sentence of the top passages that answers best, quoted with its source at once,
             then the LM's one-sentence answer from the best three sentences alone, shown only when
-            the checks in code pass (`checks.py`); otherwise the quote stands alone with a line
-            offering a person. The sources are exactly the passages the sentences were chosen from.
+            the checks in code pass (`checks.py`); otherwise those three sentences stand alone,
+            quoted, with a line offering a person. The sources are exactly the passages the sentences were chosen from.
   abstain   a fixed reply in the user's language that offers a person
 The decision comes from retrieval scores, never from what the LM says (the small offline model
 invents answers when a passage does not cover the question).
@@ -197,7 +197,7 @@ class DialogueManager:
         sentences = [e.text for e in evidence] or [s.text for s in sources]
         messages = self.build_messages(question, sentences, history, lang)
         reply = Reply(mode, lang, sources, timings, iter(()), started)
-        reply._pieces = self._answer(reply, messages, evidence[0] if evidence else None, sentences, VERDICTS[lang] if is_yes_no(question) else ())
+        reply._pieces = self._answer(reply, messages, evidence, sentences, VERDICTS[lang] if is_yes_no(question) else ())
         return reply
 
     def thresholds(self, retriever: Retriever | None = None) -> Thresholds:
@@ -215,12 +215,13 @@ class DialogueManager:
             {"role": "user", "content": self.prompts.render("user", lang=lang, sentences=sentences, question=question)},
         ]
 
-    def _answer(self, reply: Reply, messages: list[Message], quote: Evidence | None, sentences: list[str], starts: tuple[str, ...]) -> Iterator[str]:
-        """The quote at once, then the LM's answer whole once it passes the checks against
-        `sentences`; else a line that offers a person. Sets `reply.checks`."""
+    def _answer(self, reply: Reply, messages: list[Message], evidence: list[Evidence], sentences: list[str], starts: tuple[str, ...]) -> Iterator[str]:
+        """The best sentence quoted at once, then the LM's answer whole once it passes the checks
+        against `sentences`; else the other evidence sentences quoted too, and a line that offers a
+        person. Sets `reply.checks`."""
         lang = reply.lang
-        if quote is not None:
-            reply.quote = self.prompts.render("quote", lang=lang, title=quote.title, quote=quote.text)
+        if evidence:
+            reply.quote = self.prompts.render("quote", lang=lang, title=evidence[0].title, quote=evidence[0].text)
             yield reply.quote
         try:
             answer = "".join(self.model.stream(messages, starts=starts)).strip()
@@ -232,13 +233,13 @@ class DialogueManager:
             reply.checks = ["error"]
         else:
             reply.checks = ["not_stated"] if not answer or answer.lower().startswith(NOT_STATED) else check(answer, sentences)
-        lead = "\n\n" if quote is not None else ""
         if not reply.checks:
-            yield lead + answer
+            yield ("\n\n" if evidence else "") + answer
             return
         log.info("the generated answer was not shown: %s", ", ".join(reply.checks))  # no customer text in the log
+        also = [self.prompts.render("quote", lang=lang, title=e.title, quote=e.text, also=True) for e in evidence[1:]]
         template = {"busy": "busy", "error": "error"}.get(reply.checks[0], "unchecked")
-        yield lead + self.prompts.render(template, lang=lang)
+        yield "".join(f"\n\n{line}" for line in also) + ("\n\n" if evidence else "") + self.prompts.render(template, lang=lang)
 
     def check(self, message: str, history: list[Message]) -> str:
         """`message` stripped, or `UserError` (in the user's language) when it is empty, over

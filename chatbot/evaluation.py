@@ -304,7 +304,7 @@ def run_answer_eval(settings: Settings, answers: Path, limit: int | None = None,
             "mode": reply.mode, "correct": score["correct"], "missing": score["missing"], "forbidden": score["forbidden"],
             "source_given": any(s.heading in item.get("gold_headings", []) for s in reply.sources),
             "first_token_ms": reply.timings.get("first_token_ms"), "tokens_per_s": (tokens - 1) / generate_s if reply.mode == "generate" and tokens > 1 and generate_s > 0 else None,
-            "answer": reply.text,
+            "checks": reply.checks, "answer": reply.text,
         })
     return answer_report(rows, manager.model.name)
 
@@ -325,6 +325,9 @@ def answer_report(rows: list[dict], model: str) -> dict:
         "source_given": rate(answerable, "source_given"),
         "modes": {m: sum(r["mode"] == m for r in rows) for m in ("faq", "generate", "abstain")},
         "generated_correct": rate([r for r in generated if r["expect"] == "answer"]),
+        "forbidden_shown": round(sum(bool(r["forbidden"]) for r in rows) / len(rows), 4) if rows else 0.0,
+        "quote_only": round(sum(bool(r.get("checks")) for r in generated) / len(generated), 4) if generated else None,
+        "quote_only_reasons": dict(Counter(c for r in generated for c in (r.get("checks") or []))),
     }
     if generated:
         first = [r["first_token_ms"] for r in generated]

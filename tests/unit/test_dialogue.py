@@ -154,6 +154,7 @@ def test_an_answer_that_fails_a_check_is_never_shown_the_quote_stands_alone(mana
     assert answer not in reply.text
     assert reply.text.startswith("From “Returns policy”: “Opened items can be returned within 14 days")
     assert reply.text.endswith("If it does not answer your question, I can connect you with a person from our team.")
+    assert "\n\nAlso from “" in reply.text  # the other evidence sentences, quoted too
 
 
 def test_an_unrelated_question_abstains_in_the_users_language_and_offers_a_person(manager):

@@ -137,8 +137,8 @@ def test_the_answer_report_by_hand():
     from chatbot.evaluation import answer_report
 
     rows = [
-        {"id": "1", "lang": "en", "expect": "answer", "mode": "generate", "correct": True, "missing": [], "forbidden": [], "source_given": True, "first_token_ms": 800.0, "tokens_per_s": 20.0, "answer": "a"},
-        {"id": "2", "lang": "zh", "expect": "answer", "mode": "generate", "correct": False, "missing": [["x"]], "forbidden": [], "source_given": False, "first_token_ms": 1200.0, "tokens_per_s": 24.0, "answer": "b"},
+        {"id": "1", "lang": "en", "expect": "answer", "mode": "generate", "correct": True, "missing": [], "forbidden": [], "source_given": True, "first_token_ms": 800.0, "tokens_per_s": 20.0, "checks": [], "answer": "a"},
+        {"id": "2", "lang": "zh", "expect": "answer", "mode": "generate", "correct": False, "missing": [["x"]], "forbidden": [], "source_given": False, "first_token_ms": 1200.0, "tokens_per_s": 24.0, "checks": ["quantity"], "answer": "b"},
         {"id": "3", "lang": "en", "expect": "abstain", "mode": "abstain", "correct": True, "missing": [], "forbidden": [], "source_given": False, "first_token_ms": 5.0, "tokens_per_s": None, "answer": "c"},
     ]
     report = answer_report(rows, "fake")
@@ -147,6 +147,7 @@ def test_the_answer_report_by_hand():
     assert report["modes"] == {"faq": 0, "generate": 2, "abstain": 1} and report["generated_correct"] == 0.5
     assert report["first_token_ms"] == {"p50": 1000.0, "p95": 1180.0} and report["tokens_per_s"] == 22.0
     assert [w["id"] for w in report["wrong"]] == ["2"]
+    assert report["quote_only"] == 0.5 and report["quote_only_reasons"] == {"quantity": 1} and report["forbidden_shown"] == 0.0
 
 
 def test_answers_are_embedded_only_where_pairs_and_statements_mix(tmp_path):
