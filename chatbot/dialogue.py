@@ -6,7 +6,8 @@ check limits → detect language → retrieve with the conversation's earlier qu
   generate  the sentence of the top passages that answers best, quoted with its source at once,
             then the LM's one-sentence answer from the best three sentences alone, shown only when
             the checks in code pass (`checks.py`); otherwise those three sentences stand alone,
-            quoted, with a line offering a person. The sources are exactly the passages the sentences were chosen from.
+            quoted, with a line offering a person. The sources are exactly the passages the
+            sentences were chosen from.
   abstain   a fixed reply in the user's language that offers a person
 The decision comes from retrieval scores, never from what the LM says (the small offline model
 invents answers when a passage does not cover the question).
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["faq", "generate", "abstain"]
 EVIDENCE_SENTENCES = 3  # the sentences the LM answers from; the best is quoted
 # The openings of a yes/no answer (the LM is held to them where its backend can be: `ChatModel.stream`).
-VERDICTS = {"en": ("Yes", "No", "Not stated"), "zh": ("是", "可以", "不", "没有", "资料没有说明")}
+VERDICTS = {"en": ("Yes, ", "No, ", "Not stated."), "zh": ("是的，", "可以，", "不可以，", "不能，", "不是，", "没有，", "资料没有说明。")}
 NOT_STATED = ("not stated", "资料没有说明")
 
 
@@ -238,8 +239,9 @@ class DialogueManager:
             return
         log.info("the generated answer was not shown: %s", ", ".join(reply.checks))  # no customer text in the log
         also = [self.prompts.render("quote", lang=lang, title=e.title, quote=e.text, also=True) for e in evidence[1:]]
-        template = {"busy": "busy", "error": "error"}.get(reply.checks[0], "unchecked")
-        yield "".join(f"\n\n{line}" for line in also) + ("\n\n" if evidence else "") + self.prompts.render(template, lang=lang)
+        # with nothing quoted (passages without a sentence of four letters), the usual "I don't know"
+        template = {"busy": "busy", "error": "error"}.get(reply.checks[0], "unchecked" if evidence else "abstain")
+        yield "".join(f"\n\n{line}" for line in also) + ("\n\n" if evidence else "") + self.prompts.render(template, lang=lang, business=self.business)
 
     def check(self, message: str, history: list[Message]) -> str:
         """`message` stripped, or `UserError` (in the user's language) when it is empty, over

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Callable
 
 import gradio as gr
@@ -65,7 +66,7 @@ def sources_footer(reply: Reply) -> str:
 
 
 def _one_line(text: str) -> str:
-    return as_text(" ".join(text.split()))
+    return as_text(re.sub(r"\s+", " ", text))
 
 
 def answer_markdown(reply: Reply) -> str:

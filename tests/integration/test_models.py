@@ -49,7 +49,7 @@ def test_llamacpp_holds_a_reply_to_the_verdicts_it_is_given():
     from chatbot.weights import smollm2_gguf
 
     model = LlamaCppChatModel(smollm2_gguf(), LLMSettings(max_new_tokens=48, parallel=1))
-    for starts in [("Yes", "No", "Not stated"), ("是", "不", "资料没有说明")]:
+    for starts in [("Yes, ", "No, ", "Not stated."), ("是的，", "不可以，", "资料没有说明。")]:
         reply = "".join(model.stream([{"role": "user", "content": "Write a short poem about the sea."}], starts=starts))
         assert reply.startswith(starts), reply  # a poem was asked for; the grammar held it to a verdict
         assert "\n" not in reply

@@ -136,7 +136,7 @@ def test_a_generated_answer_quotes_its_best_sentence_and_the_lm_sees_only_the_ev
 def test_a_yes_no_question_holds_the_lm_to_a_verdict(manager):
     manager.respond("Can opened items be returned within 14 days?").finish()
     manager.respond("How long do I have to return opened items?").finish()
-    assert manager.model.starts == [("Yes", "No", "Not stated"), ()]
+    assert manager.model.starts == [("Yes, ", "No, ", "Not stated."), ()]
 
 
 @pytest.mark.parametrize(

@@ -46,3 +46,18 @@ def test_text_anyone_wrote_is_escaped_for_the_chat_page_and_the_admin_reports():
     assert as_text('<img src=x onerror="alert(1)">') == '&lt;img src=x onerror="alert(1)"&gt;'
     report = Report(refused=["<script>x</script>.md: the file is empty"], version="v1")
     assert "<script>" not in report_markdown(report) and "&lt;script&gt;" in report_markdown(report)
+
+
+def test_a_generated_answer_shows_its_quote_as_one_and_marks_the_words_in_its_source():
+    from chatbot.dialogue import Reply, Source
+    from chatbot.web.chat_ui import answer_markdown
+
+    text = "Returns policy > Opened items\nOpened <b>items</b> can be returned within 14 days. A fee applies."
+    start = text.index("Opened <b>")
+    end = text.index(" A fee")
+    source = Source("en/returns.md#2", "Returns policy", 0.9, "Opened items", "en/returns.md", text, None, (start, end))
+    quote = f"From “Returns policy”: “{text[start:end]}”"
+    reply = Reply("generate", "en", [source], {}, iter([quote, "\n\nYes, within 14 days."]), 0.0, quote=quote).finish()
+    shown = answer_markdown(reply)
+    assert shown.startswith("> From “Returns policy”: “Opened &lt;b&gt;items&lt;/b&gt; can be returned within 14 days.”\n\nYes, within 14 days.")
+    assert "<mark>Opened &lt;b&gt;items&lt;/b&gt; can be returned within 14 days.</mark> A fee applies." in shown  # the knowledge's markup stays text
