@@ -37,8 +37,10 @@ _SOURCES_LABEL = {"en": "Sources", "zh": "来源"}
 _MODE_NOTE = {
     ("faq", "en"): "curated answer",
     ("faq", "zh"): "标准答案",
-    ("generate", "en"): "generated from the passages below; please check them",
-    ("generate", "zh"): "根据以下资料生成，请以资料为准",
+    ("generate", "en"): "quoted from the passages below, the last sentence generated and checked against them",
+    ("generate", "zh"): "引自以下资料，最后一句为生成并已与资料核对",
+    ("quoted", "en"): "quoted word for word from the passages below",
+    ("quoted", "zh"): "逐字引自以下资料",
 }
 
 
@@ -52,7 +54,8 @@ def sources_footer(reply: Reply) -> str:
     """The Markdown shown under an answer: how it was made and the passages it came from."""
     if not reply.sources:
         return ""
-    note = _MODE_NOTE.get((reply.mode, reply.lang), "")
+    kind = "quoted" if reply.mode == "generate" and reply.checks else reply.mode  # the paraphrase was not shown
+    note = _MODE_NOTE.get((kind, reply.lang), "")
     lines = [f"\n\n**{_SOURCES_LABEL.get(reply.lang, 'Sources')}** ({note})"]
     for n, source in enumerate(reply.sources, 1):
         heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""

@@ -31,9 +31,10 @@ def test_a_question_gets_a_streamed_cited_answer_in_the_page(server, browser, tm
     assert "warranty-policy.md" in text
     assert seen_partial, "the answer appeared all at once instead of streaming"
     bot = browser.find_elements(By.CSS_SELECTOR, ".message-row.bot-row, .bot")[-1]
-    quote = bot.find_element(By.CSS_SELECTOR, "blockquote").text  # the answer's quote, shown as one
+    quote = bot.find_element(By.CSS_SELECTOR, "blockquote")  # the answer's quote, shown as one
     marked = bot.find_element(By.CSS_SELECTOR, "mark").text  # its words highlighted in the source
-    assert quote.startswith("From “Warranty policy”") and marked and marked in quote
+    assert quote.text.startswith("From “Warranty policy”") and marked and marked in quote.text
+    browser.execute_script("arguments[0].scrollIntoView()", quote)
     shot_dir = Path(os.environ.get("KEFU_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(shot_dir / "chat.png"))

@@ -112,9 +112,10 @@ def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_re
     text, partial = _ask(browser, root, "How long is the warranty on a toaster?", "warranty-policy.md")
     assert partial, "the answer appeared all at once instead of streaming"
     answer = root.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
-    quote = answer.find_element(By.CSS_SELECTOR, "blockquote.quote").text  # the answer's quote, shown as one
+    quote = answer.find_element(By.CSS_SELECTOR, "blockquote.quote")  # the answer's quote, shown as one
     marked = answer.find_element(By.CSS_SELECTOR, ".sources mark").text  # its words highlighted in the source
-    assert quote.startswith("From “Warranty policy”") and marked and marked in quote
+    assert quote.text.startswith("From “Warranty policy”") and marked and marked in quote.text
+    browser.execute_script("arguments[0].scrollIntoView()", quote)
     browser.save_screenshot(str(_shots() / "widget-desktop.png"))
 
     browser.refresh()
