@@ -262,7 +262,7 @@ def calibrate(index, embedder, off_topic_path: Path, cache_dir: Path | None = No
 
 def unit_parts(passages: np.ndarray, parts: list[tuple[int, int]]) -> list[np.ndarray]:
     """Each model's columns of the passage rows as contiguous unit rows (what `best_cosines` reads)."""
-    return [np.ascontiguousarray(_unit(passages[:, a:b])) for a, b in parts]
+    return [np.ascontiguousarray(unit_rows(passages[:, a:b])) for a, b in parts]
 
 
 def best_cosines(units: list[np.ndarray], queries: np.ndarray, parts: list[tuple[int, int]], exclude: list[int | None]) -> np.ndarray:
@@ -275,7 +275,7 @@ def best_cosines(units: list[np.ndarray], queries: np.ndarray, parts: list[tuple
     for n, ((a, b), p) in enumerate(zip(parts, units)):
         q = queries[:, a:b]
         read = np.linalg.norm(q, axis=1) > 0
-        cosines = _unit(q) @ p.T
+        cosines = unit_rows(q) @ p.T
         for i, r in held:
             cosines[i, r] = -1.0
         out[:, n] = np.where(read, cosines.max(axis=1), 0.0)
@@ -296,5 +296,6 @@ def _digest(path: Path) -> str:
         return ""
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Each row divided by its length (a zero row stays zero)."""
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)

@@ -110,15 +110,15 @@ def quantities(text: str) -> list[Quantity]:
     return found
 
 
-def _quantity_failures(answer: str, evidence: str) -> list[str]:
+def _unsupported_quantity(answer: str, evidence: str) -> bool:
+    """Whether a quantity of `answer` is not in `evidence`: with its unit, or as a bare value."""
     known = quantities(evidence)
     values = {q.value for q in known}
     with_units = {(q.value, q.unit) for q in known}
-    failures = []
-    for q in quantities(answer):
-        if (q.unit is None and q.value not in values) or (q.unit is not None and (q.value, q.unit) not in with_units and not (q.unit == "%" and q.value in values)):
-            failures.append("quantity")
-    return failures
+    return any(
+        q.value not in values if q.unit is None else (q.value, q.unit) not in with_units and not (q.unit == "%" and q.value in values)
+        for q in quantities(answer)
+    )
 
 
 def _words(text: str, words: tuple[str, ...]) -> set[str]:
@@ -138,7 +138,7 @@ def check(answer: str, evidence: list[str]) -> list[str]:
     """Why `answer` may not be shown beside `evidence` (its sentences, best first): a list of
     failed checks ("quantity", "negation", "condition", "verdict"), empty when all pass."""
     joined = " ".join(evidence)
-    failures = _quantity_failures(answer, joined)
+    failures = ["quantity"] if _unsupported_quantity(answer, joined) else []
     if _negated(answer) and not _negated(joined):
         failures.append("negation")
     missing = (_words(answer, _EN_CONDITIONS) - _words(joined, _EN_CONDITIONS)) | {w for w in _ZH_CONDITIONS if w in answer and w not in joined}

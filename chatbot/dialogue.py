@@ -165,6 +165,7 @@ class DialogueManager:
         self.model = model
         self.prompts = prompts
         self.business = settings.dialogue.business_name
+        self._sentence_vectors: dict = {}  # the evidence sentences embedded so far (`evidence.select`), by text
 
     def use_index(self, index: KnowledgeIndex) -> None:
         """Answer from `index` from now on; a turn already retrieving finishes on the old one."""
@@ -193,7 +194,7 @@ class DialogueManager:
             reply = "request" if abstain_reason(retrieval, thresholds) == "request" else "abstain"
             return Reply(mode, lang, [], timings, iter([self.prompts.render(reply, lang=lang, business=self.business)]), started)
         passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
-        evidence = select(retriever.embedder, retrieval.vector, passages, lang, EVIDENCE_SENTENCES) if retrieval.vector is not None else []
+        evidence = select(retriever.embedder, retrieval.vector, passages, lang, EVIDENCE_SENTENCES, self._sentence_vectors) if retrieval.vector is not None else []
         sources = [_source(h, self.settings.retrieval.passage_chars, evidence[0] if evidence else None) for h in passages]
         sentences = [e.text for e in evidence] or [s.text for s in sources]
         messages = self.build_messages(question, sentences, history, lang)
@@ -264,7 +265,7 @@ def _source(hit, passage_chars: int, quote: Evidence | None = None) -> Source:
     quoted sentence (`quote`, where it is this passage's), whose offsets it keeps."""
     meta = hit.chunk.metadata
     text = hit.chunk.page_content
-    span = (quote.start, quote.end) if quote is not None and quote.hit.row == hit.row and quote.hit.chunk is hit.chunk else None
+    span = (quote.start, quote.end) if quote is not None and quote.hit is hit else None
     limit = max(passage_chars, span[1] if span else 0)
     if len(text) > limit:
         cut = text[:limit]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chatbot.calibration import topic_score
+from chatbot.calibration import topic_score, unit_parts, unit_rows
 from chatbot.embeddings import embedding_parts
 from chatbot.index import Hit
 
@@ -25,6 +25,7 @@ from chatbot.index import Hit
 _END = re.compile(r"[。！？；]+|[.!?]+(?=\s|$)|\n")
 _WORD = re.compile(r"[0-9A-Za-z\u3400-\u4dbf\u4e00-\u9fff]")
 _MIN_WORD_CHARS = 4
+CACHED_SENTENCES = 4096  # sentence vectors kept between turns (a few MB)
 
 
 @dataclass(frozen=True)
@@ -75,22 +76,33 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, limit: int | None = 3) -> list[Evidence]:
+def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, limit: int | None = 3, cache: dict | None = None) -> list[Evidence]:
     """The `limit` sentences of `hits` nearest the question (`question_vector`, as the chat embedded
-    it), best first (every sentence with `limit=None`); an empty list when no passage has a sentence."""
+    it), best first (every sentence with `limit=None`); an empty list when no passage has a sentence.
+    `cache` (sentence → vector, shared by the chat's turns) spares embedding a passage's sentences
+    again when it is given again."""
     candidates = [(hit, start, end) for hit in hits for start, end in sentence_spans(hit.chunk.page_content)]
     if not candidates:
         return []
     texts = [hit.chunk.page_content[start:end] for hit, start, end in candidates]
-    vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
+    vectors = _sentence_vectors(embedder, texts, cache)
     parts = embedding_parts(embedder, vectors.shape[1])
-    scores = []
-    for row in vectors:
-        cosines = []
-        for a, b in parts:
-            q, s = question_vector[a:b], row[a:b]
-            norms = float(np.linalg.norm(q) * np.linalg.norm(s))
-            cosines.append(float(q @ s) / norms if norms > 0 else 0.0)
-        scores.append(topic_score(tuple(cosines), lang))
+    cosines = np.stack([sentences @ unit_rows(question_vector[None, a:b])[0] for sentences, (a, b) in zip(unit_parts(vectors, parts), parts)], axis=1)
+    scores = [topic_score(tuple(row), lang) for row in cosines.tolist()]
     order = sorted(range(len(candidates)), key=lambda i: -scores[i])[:limit]
     return [Evidence(candidates[i][0], candidates[i][1], candidates[i][2], scores[i]) for i in order]
+
+
+def _sentence_vectors(embedder, texts: list[str], cache: dict | None) -> np.ndarray:
+    """`texts` embedded as passages, those in `cache` taken from it (it is emptied when full). Safe
+    to share between threads: each call reads what it needs once and only adds to the cache."""
+    known = {t: v for t in texts if (v := cache.get(t)) is not None} if cache is not None else {}
+    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    if missing:
+        new = dict(zip(missing, np.asarray(embedder.embed_documents(missing), dtype=np.float32)))
+        known.update(new)
+        if cache is not None:
+            if len(cache) + len(new) > CACHED_SENTENCES:
+                cache.clear()
+            cache.update(new)
+    return np.stack([known[t] for t in texts])

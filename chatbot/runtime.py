@@ -10,6 +10,7 @@ import time
 
 from langchain_core.embeddings import Embeddings
 
+from chatbot.calibration import OFF_TOPIC_FILE
 from chatbot.config import Settings
 from chatbot.dialogue import DialogueManager
 from chatbot.embeddings import make_embeddings
@@ -41,8 +42,6 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
 
 def turn_forms(settings: Settings, embedder: Embeddings) -> TurnForms:
     """The turn-form examples and the off-topic probes, embedded."""
-    from chatbot.calibration import OFF_TOPIC_FILE
-
     return TurnForms.load(settings.prompts_dir / "turns.yaml", embedder, settings.retrieval.request_neighbours, settings.data_dir / "cache" / "embeddings",
                           settings.prompts_dir / OFF_TOPIC_FILE)
 

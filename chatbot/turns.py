@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 from langchain_core.embeddings import Embeddings
 
-from chatbot.calibration import best_cosines, load_off_topic, topic_score, unit_parts
+from chatbot.calibration import best_cosines, load_off_topic, topic_score, unit_parts, unit_rows
 from chatbot.embeddings import cached_vectors, embed_queries, embedder_name, embedding_parts
 from chatbot.errors import ConfigError
 
@@ -53,12 +53,12 @@ class TurnForms:
         vectors = cached_vectors(cache_dir, embedder_name(embedder), act + question, lambda texts: embed_queries(embedder, texts), prefix="turns-")
         part = embedding_parts(embedder, vectors.shape[1])[0]  # the multilingual model's columns
         probes = OffTopicProbes.load(off_topic, embedder, cache_dir) if off_topic is not None else None
-        return cls(_unit(vectors[: len(act), part[0] : part[1]]), _unit(vectors[len(act) :, part[0] : part[1]]), part, nearest, probes)
+        return cls(unit_rows(vectors[: len(act), part[0] : part[1]]), unit_rows(vectors[len(act) :, part[0] : part[1]]), part, nearest, probes)
 
     def score(self, question_vector: np.ndarray) -> float:
         """Mean similarity to the nearest "act" examples minus that to the nearest "question"
         examples: above `retrieval.request_threshold` the turn is not a question for the knowledge."""
-        v = _unit(np.asarray(question_vector, dtype=np.float32)[None, self.part[0] : self.part[1]])[0]
+        v = unit_rows(np.asarray(question_vector, dtype=np.float32)[None, self.part[0] : self.part[1]])[0]
         return float(_top_mean(self.act @ v, self.nearest) - _top_mean(self.question @ v, self.nearest))
 
 
@@ -67,6 +67,7 @@ class OffTopicProbes:
 
     def __init__(self, units: list[np.ndarray], parts: list[tuple[int, int]], langs: np.ndarray, domains: np.ndarray) -> None:
         self.units, self.parts, self.langs, self.domains = units, parts, langs, domains
+        self._kept: dict[tuple[str, tuple[str, ...]], list[np.ndarray]] = {}  # `units` per language and domains left out
 
     @classmethod
     def load(cls, path: Path, embedder: Embeddings, cache_dir: Path | None = None) -> OffTopicProbes:
@@ -77,16 +78,16 @@ class OffTopicProbes:
 
     def nearest(self, question_vector: np.ndarray, lang: str, own_domains: tuple[str, ...] = ()) -> float:
         """The question's `topic_score` over the probes of `lang` outside `own_domains` (-1 with none)."""
-        keep = (self.langs == lang) & ~np.isin(self.domains, list(own_domains))
-        if not keep.any():
+        key = (lang, own_domains)
+        if key not in self._kept:  # sliced once per knowledge base and language, not per turn
+            keep = (self.langs == lang) & ~np.isin(self.domains, list(own_domains))
+            self._kept[key] = [np.ascontiguousarray(u[keep]) for u in self.units]
+        units = self._kept[key]
+        if not len(units[0]):
             return -1.0
-        best = best_cosines([u[keep] for u in self.units], np.asarray(question_vector, dtype=np.float32)[None, :], self.parts, [None])[0]
+        best = best_cosines(units, np.asarray(question_vector, dtype=np.float32)[None, :], self.parts, [None])[0]
         return topic_score(tuple(best.tolist()), lang)
 
 
 def _top_mean(scores: np.ndarray, n: int) -> float:
     return float(np.sort(scores)[-n:].mean())
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
