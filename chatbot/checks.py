@@ -12,6 +12,8 @@ quoted sentence alone (`dialogue.py`). The checks:
 - **Negations and conditions**: a negation in the answer ("not", "no", "cannot"; 不, 没有, 无法)
   needs one in the evidence; each condition word in the answer ("only", "unless", "unopened",
   "opened"; 仅, 除非, 未拆封, 已拆封) must be in the evidence as a word.
+- **Language**: an answer in another language than its evidence (an English question answered
+  from Chinese passages) cannot be compared with it word for word, so it is not shown.
 - **Verdict**: an answer that opens with "Yes" (是的, 可以) must not stand against a negated
   best sentence unless it carries a negation itself ("Yes, but not after 14 days").
 """
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from chatbot.language import detect_language
 
 _EN_NUMBERS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -136,8 +140,11 @@ def is_yes_no(question: str) -> bool:
 
 def check(answer: str, evidence: list[str]) -> list[str]:
     """Why `answer` may not be shown beside `evidence` (its sentences, best first): a list of
-    failed checks ("quantity", "negation", "condition", "verdict"), empty when all pass."""
+    failed checks ("language": written in another language than the evidence, so its words
+    cannot be compared; "quantity", "negation", "condition", "verdict"), empty when all pass."""
     joined = " ".join(evidence)
+    if detect_language(answer) != detect_language(joined):
+        return ["language"]
     failures = ["quantity"] if _unsupported_quantity(answer, joined) else []
     if _negated(answer) and not _negated(joined):
         failures.append("negation")

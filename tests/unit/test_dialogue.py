@@ -252,3 +252,11 @@ def test_a_request_to_act_is_told_that_a_person_can_do_it(settings, monkeypatch)
     reply = manager.respond("Please cancel my order 4821.").finish()
     assert reply.mode == "abstain" and not reply.sources
     assert reply.text.startswith("I can't do that for you here") and "connect you" in reply.text
+
+
+def test_a_question_in_another_language_is_searched_without_the_conversation_before_it(manager):
+    chinese = [{"role": "user", "content": "烤面包机保修几年？"}, {"role": "assistant", "content": "小型厨房电器保修 2 年。"}]
+    switched = manager.retriever.retrieve("Can opened items be returned within 14 days?", chinese)
+    alone = manager.retriever.retrieve("Can opened items be returned within 14 days?")
+    assert switched.topic_in_context == alone.topic_in_context  # not lifted by the Chinese turns
+    assert [h.chunk.metadata["id"] for h in switched.passages] == [h.chunk.metadata["id"] for h in alone.passages]
