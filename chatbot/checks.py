@@ -16,6 +16,12 @@ quoted sentence alone (`dialogue.py`). The checks:
   from Chinese passages) cannot be compared with it word for word, so it is not shown.
 - **Verdict**: an answer that opens with "Yes" (是的, 可以) must not stand against a negated
   best sentence unless it carries a negation itself ("Yes, but not after 14 days").
+- **Content**: an answer must say something beyond a verdict ("是", "Yes, No." are not answers).
+- **Echo**: more of an affirmative answer's words must come from the evidence than from the
+  question alone. "Yes, there is a showroom where you can see the lamps" beside "Replacement bulbs
+  are sold in the Lighting section." restates the question as a claim; the evidence does not say
+  it. (A denial, "No, the shipping fee does not count", is held by the negation check instead.) An
+  answer that asks a question (the customer's own, repeated) is not shown either.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 from dataclasses import dataclass
 
 from chatbot.language import detect_language
+from chatbot.lexical import tokenize
 
 _EN_NUMBERS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -61,6 +68,9 @@ _EN_CONDITIONS = ("only", "unless", "except", "unopened", "opened", "unused", "u
 _ZH_CONDITIONS = ("仅", "只有", "只能", "除非", "除了", "未拆封", "已拆封", "拆封后", "未使用", "已使用", "免费", "全额")
 _EN_YES_NO = re.compile(r"^\W*(?:(?:and|so|ok|okay|also|then|but|great|thanks|thank you)\W+)*(?:can|could|is|isn't|are|aren't|do|does|doesn't|did|will|would|should|may|might|has|have|was|were|am|shall|must)\b", re.IGNORECASE)
 _ZH_YES_NO = re.compile(r"吗\s*[？?。]?\s*$|能不能|可不可以|是不是|有没有|会不会|要不要|可否|能否|是否")
+# Words that carry a verdict, not content (`_content`): an answer of these alone says nothing.
+_VERDICT_WORDS = frozenset(["yes", "是", "是的", "否", "对", "能", "可以", "不可以", "不能", "不", "不是", "没有", "有的", "好"])
+_CLAUSE = re.compile(r"[^.!?。！？]+[.!?。！？]*")
 _YES = re.compile(r"^\s*(?:yes\b|是|可以|能|有的|对)", re.IGNORECASE)
 
 
@@ -134,17 +144,29 @@ def _negated(text: str) -> bool:
 
 
 def is_yes_no(question: str) -> bool:
-    """Whether `question` asks for a yes or a no ("Can I return it?", "可以退吗？")."""
-    return bool(_EN_YES_NO.search(question) or _ZH_YES_NO.search(question.strip()))
+    """Whether `question` asks for a yes or a no ("Can I return it?", "可以退吗？"), also after a
+    sentence that sets the case ("My basket was $55. Do I still get free delivery?")."""
+    parts = [p for p in _CLAUSE.findall(question) if p.strip()] or [question]
+    return any(_EN_YES_NO.search(p) or _ZH_YES_NO.search(p.strip()) for p in parts if p.rstrip().endswith(("?", "？")) or p is parts[-1])
 
 
-def check(answer: str, evidence: list[str]) -> list[str]:
-    """Why `answer` may not be shown beside `evidence` (its sentences, best first): a list of
-    failed checks ("language": written in another language than the evidence, so its words
-    cannot be compared; "quantity", "negation", "condition", "verdict"), empty when all pass."""
+def _content(text: str) -> set[str]:
+    """The words of `text` that carry content: BM25's tokens (stemmed; jieba for Chinese) without
+    the verdict words."""
+    return set(tokenize(text)) - _VERDICT_WORDS
+
+
+def check(answer: str, evidence: list[str], question: str = "", titles: tuple[str, ...] = ()) -> list[str]:
+    """Why `answer` to `question` may not be shown beside `evidence` (its sentences, best first,
+    from passages with these `titles`): a list of failed checks ("language": written in another
+    language than the evidence, so its words cannot be compared; "content": a bare verdict;
+    "quantity", "negation", "condition", "verdict", "echo"), empty when all pass."""
     joined = " ".join(evidence)
     if detect_language(answer) != detect_language(joined):
         return ["language"]
+    said = _content(answer)
+    if not said:
+        return ["content"]
     failures = ["quantity"] if _unsupported_quantity(answer, joined) else []
     if _negated(answer) and not _negated(joined):
         failures.append("negation")
@@ -153,4 +175,8 @@ def check(answer: str, evidence: list[str]) -> list[str]:
         failures.append("condition")
     if evidence and _YES.search(answer) and _negated(evidence[0]) and not _negated(answer):
         failures.append("verdict")
+    if question:  # a denial is held by the negation check instead; a question asked back never passes
+        known = _content(" ".join((joined, *titles)))  # "the Acorn" is named by its passage's title
+        if ("?" in answer or "？" in answer) or (not _negated(answer) and len(said & (_content(question) - known)) > len(said & known)):
+            failures.append("echo")
     return failures

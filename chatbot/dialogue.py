@@ -41,7 +41,7 @@ Mode = Literal["faq", "generate", "abstain"]
 EVIDENCE_SENTENCES = 3  # the sentences the LM answers from; the best is quoted
 # The openings of a yes/no answer (the LM is held to them where its backend can be: `ChatModel.stream`).
 VERDICTS = {"en": ("Yes, ", "No, ", "Not stated."), "zh": ("是的，", "可以，", "不可以，", "不能，", "不是，", "没有，", "资料没有说明。")}
-NOT_STATED = ("not stated", "资料没有说明")
+NOT_STATED = ("not stated", "no stated", "资料没有说明")  # anywhere in the answer ("No, Not stated.")
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ class DialogueManager:
         sentences = [e.text for e in evidence] or [s.text for s in sources]
         messages = self.build_messages(question, sentences, history, lang)
         reply = Reply(mode, lang, sources, timings, iter(()), started)
-        reply._pieces = self._answer(reply, messages, evidence, sentences, VERDICTS[lang] if is_yes_no(question) else ())
+        reply._pieces = self._answer(reply, messages, evidence, sentences, question)
         return reply
 
     def thresholds(self, retriever: Retriever | None = None) -> Thresholds:
@@ -217,11 +217,12 @@ class DialogueManager:
             {"role": "user", "content": self.prompts.render("user", lang=lang, sentences=sentences, question=question)},
         ]
 
-    def _answer(self, reply: Reply, messages: list[Message], evidence: list[Evidence], sentences: list[str], starts: tuple[str, ...]) -> Iterator[str]:
-        """The best sentence quoted at once, then the LM's answer whole once it passes the checks
-        against `sentences`; else the other evidence sentences quoted too, and a line that offers a
-        person. Sets `reply.checks`."""
+    def _answer(self, reply: Reply, messages: list[Message], evidence: list[Evidence], sentences: list[str], question: str) -> Iterator[str]:
+        """The best sentence quoted at once, then the LM's answer to `question` whole once it passes
+        the checks against `sentences` (a yes/no question's answer opens with a verdict); else the
+        other evidence sentences quoted too, and a line that offers a person. Sets `reply.checks`."""
         lang = reply.lang
+        starts = VERDICTS[lang] if is_yes_no(question) else ()
         if evidence:
             reply.quote = self.prompts.render("quote", lang=lang, title=evidence[0].title, quote=evidence[0].text)
             yield reply.quote
@@ -234,7 +235,7 @@ class DialogueManager:
             log.exception("the chat model failed while answering")
             reply.checks = ["error"]
         else:
-            reply.checks = ["not_stated"] if not answer or answer.lower().startswith(NOT_STATED) else check(answer, sentences)
+            reply.checks = ["not_stated"] if not answer or any(n in answer.lower() for n in NOT_STATED) else check(answer, sentences, question, tuple(e.title for e in evidence))
         if not reply.checks:
             yield ("\n\n" if evidence else "") + answer
             return

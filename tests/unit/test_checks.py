@@ -61,14 +61,45 @@ def test_an_answer_is_checked_against_its_evidence(answer, evidence, failed):
 @pytest.mark.parametrize(
     ("question", "yes_no"),
     [("Can I return an opened blender?", True), ("Ok, and does it have parking?", True), ("How long does delivery take?", False),
-     ("What if I opened it?", False), ("可以退吗？", True), ("能不能改地址", True), ("运费多少？", False)],
+     ("What if I opened it?", False), ("可以退吗？", True), ("能不能改地址", True), ("运费多少？", False),
+     ("My basket was $55 but it's $48 after the code. Do I still get free delivery?", True), ("I bought it last week. How long do I have?", False)],
 )
 def test_yes_no_questions_are_told_apart(question, yes_no):
     assert is_yes_no(question) == yes_no
 
 
-def test_a_bare_chinese_yes_against_a_negated_sentence_is_refused():
-    assert check("是。", ["Lumen & Leaf 不提供直接换货，请先退货退款。"]) == ["verdict"]
+def test_a_chinese_yes_against_a_negated_sentence_is_refused():
+    assert check("是的，可以换货。", ["Lumen & Leaf 不提供直接换货，请先退货退款。"]) == ["verdict"]
+
+
+@pytest.mark.parametrize("answer", ["是", "否。", "Yes, No.", "Yes."])
+def test_a_bare_verdict_is_not_an_answer(answer):
+    assert check(answer, ["Lumen & Leaf 不提供直接换货。"] if not answer.isascii() else RETURNS, "Can I return it?") == ["content"]
+
+
+SHOWROOM = "Is there a showroom where I can see the lamps before buying?"
+
+
+@pytest.mark.parametrize(
+    ("answer", "evidence", "question", "failed"),
+    [
+        ("Yes, there is a showroom where you can see the lamps before buying.", ["Replacement bulbs are sold in the Lighting section."], SHOWROOM, ["echo"]),
+        ("Yes, you can return the opened blender within 14 days.", RETURNS, "I used my blender once. Can I send it back?", []),
+        ("No, the shipping fee does not earn points.", ["Points are earned on products, excluding shipping; guest orders do not earn points."],
+         "Does the shipping fee count towards points?", []),
+        ("是的，信用卡付款要额外收手续费。", ["款项在您下单时收取，预售商品除外。"], "用信用卡付款要额外收手续费吗？", ["echo"]),
+        ("是的，未拆封商品可以在30天内退货。", ZH, "没拆封的可以退吗？", []),
+        ("是的，我不是买家，也能申请保修吗？", ZH, "我不是买家，也能申请保修吗？", ["echo"]),
+    ],
+)
+def test_an_answer_that_restates_the_question_is_not_shown(answer, evidence, question, failed):
+    assert check(answer, evidence, question) == failed
+
+
+def test_a_name_in_the_passage_title_counts_as_evidence():
+    evidence, question = ["Free WiFi is available in all rooms."], "Does the Acorn Guest House have wifi?"
+    assert check("Yes, the Acorn Guest House has free wifi.", evidence, question) == ["echo"]
+    assert check("Yes, the Acorn Guest House has free wifi.", evidence, question, ("Acorn Guest House",)) == []
 
 
 def test_an_answer_in_another_language_than_its_evidence_is_not_shown():
