@@ -43,7 +43,9 @@ class ChatModel(Protocol):
     def stream(self, messages: list[Message], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
         """Yield the reply's text in pieces (never half a UTF-8 character). With `starts`, the reply
         should open with one of them (a verdict: "Yes", "No", "Not stated"): a backend that can
-        constrain decoding enforces it (llama.cpp, by a grammar); the others rely on the prompt."""
+        constrain decoding enforces it (llama.cpp by a grammar; transformers' own `generate` by
+        `OpeningTokens`); the others rely on the prompt (the OpenAI-compatible backend, and
+        transformers' batched engine)."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -153,7 +155,7 @@ class TransformersChatModel:
             ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
             yield from self._detokenize(self.engine.generate(list(ids), max_new_tokens or self._settings.max_new_tokens))
             return
-        yield from self._stream_solo(messages, max_new_tokens)
+        yield from self._stream_solo(messages, max_new_tokens, starts)
 
     def _detokenize(self, token_ids: Iterator[int]) -> Iterator[str]:
         """Text pieces for a stream of token ids, holding back an incomplete UTF-8 character."""
@@ -170,9 +172,11 @@ class TransformersChatModel:
                 yield text[emitted:]
                 emitted = len(text)
 
-    def _stream_solo(self, messages: list[Message], max_new_tokens: int | None) -> Iterator[str]:
-        """One `generate` call per request, in its own thread, with its own streamer and stop flag."""
+    def _stream_solo(self, messages: list[Message], max_new_tokens: int | None, starts: tuple[str, ...] = ()) -> Iterator[str]:
+        """One `generate` call per request, in its own thread, with its own streamer and stop flag;
+        with `starts`, the reply is held to open with one of them (`OpeningTokens`)."""
         from transformers import (
+            LogitsProcessorList,
             StoppingCriteria,
             StoppingCriteriaList,
             TextIteratorStreamer,
@@ -201,6 +205,9 @@ class TransformersChatModel:
             pad_token_id=self._tokenizer.pad_token_id or self._eos[0],
             stopping_criteria=StoppingCriteriaList([_Cancelled()]),
         )
+        if starts:  # the tokens of each opening, without its trailing space (the next word brings its own)
+            openings = [self._tokenizer.encode(start.rstrip(), add_special_tokens=False) for start in starts]
+            kwargs["logits_processor"] = LogitsProcessorList([OpeningTokens(inputs["input_ids"].shape[1], openings)])
         thread = threading.Thread(target=self._model.generate, kwargs=kwargs, daemon=True)
         thread.start()
         try:
@@ -246,6 +253,30 @@ class FakeChatModel:
 
     def count_tokens(self, text: str) -> int:
         return sum(len(word) if not word.isascii() else 1 for word in text.split())
+
+
+class OpeningTokens:
+    """A transformers logits processor, the equivalent of `_opening_grammar` for one sequence: until
+    the reply has opened with one of `openings` (token ids), only a token that continues one of them
+    may come next; after that, any token."""
+
+    def __init__(self, prompt_length: int, openings: list[list[int]]) -> None:
+        self.prompt_length = prompt_length
+        self.openings = [o for o in openings if o]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        generated = input_ids[0, self.prompt_length :].tolist()
+        if any(generated[: len(o)] == o for o in self.openings):
+            return scores
+        step = len(generated)
+        allowed = sorted({o[step] for o in self.openings if len(o) > step and o[:step] == generated})
+        if not allowed:
+            return scores
+        held = torch.full_like(scores, float("-inf"))
+        held[:, allowed] = scores[:, allowed]
+        return held
 
 
 @functools.lru_cache(maxsize=16)

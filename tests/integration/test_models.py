@@ -22,6 +22,16 @@ def test_transformers_backend_streams_with_the_models_chat_template(tmp_path):
     assert model._model.dtype.is_floating_point and str(model._model.dtype) == "torch.float32"
 
 
+def test_transformers_backend_holds_a_reply_to_a_verdict_opening(tmp_path):
+    from chatbot.llm import TransformersChatModel
+
+    # SmolLM2 spells Chinese in byte tokens: "资料没有说明。" alone takes about 20
+    model = TransformersChatModel(LLMSettings(backend="transformers", model="packaged:smollm2-135m", max_new_tokens=40, batching="off"), tmp_path)
+    for starts in [("Yes, ", "No, ", "Not stated."), ("是的，", "不可以，", "资料没有说明。")]:
+        reply = "".join(model.stream([{"role": "user", "content": "Write a short poem about the sea."}], starts=starts))
+        assert reply.startswith(tuple(s.rstrip() for s in starts)), reply  # a poem was asked for; the opening was held
+
+
 def test_bfloat16_on_the_cpu_is_refused(tmp_path):
     from chatbot.llm import TransformersChatModel
 

@@ -1,0 +1,31 @@
+"""`OpeningTokens`: transformers' equivalent of the llama.cpp verdict grammar, on fake scores."""
+
+from __future__ import annotations
+
+import torch
+
+from chatbot.llm import OpeningTokens
+
+PROMPT = [9, 9, 9]
+OPENINGS = [[1, 2], [1, 3, 4], [5]]  # e.g. "不可以，" and "不能，" share their first token
+
+
+def _next(generated: list[int]) -> set[int]:
+    """The tokens that may come next after `generated` (the finite scores left)."""
+    scores = torch.zeros(1, 10)
+    held = OpeningTokens(len(PROMPT), OPENINGS)(torch.tensor([PROMPT + generated]), scores)
+    return {i for i in range(10) if torch.isfinite(held[0, i])}
+
+
+def test_the_first_token_must_open_one_of_the_openings():
+    assert _next([]) == {1, 5}
+
+
+def test_a_shared_first_token_leaves_each_opening_that_it_starts():
+    assert _next([1]) == {2, 3}
+    assert _next([1, 3]) == {4}
+
+
+def test_after_a_whole_opening_any_token_may_follow():
+    assert _next([1, 2]) == set(range(10))
+    assert _next([5, 7, 8]) == set(range(10))
