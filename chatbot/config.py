@@ -151,6 +151,7 @@ class SecuritySettings(_Section):
     visitor_per_minute: int = Field(20, ge=1, le=10000, description="messages a visitor may send a minute")
     site_per_minute: int = Field(600, ge=1, le=1000000, description="messages all visitors of one site key may send a minute")
     sessions_per_minute: int = Field(30, ge=1, le=100000, description="new visitor tokens one client address may get a minute")
+    max_body_kb: int = Field(64, ge=1, le=1048576, description="API request bodies over this are refused (413) before they are read")
 
 
 class HandoffSettings(_Section):

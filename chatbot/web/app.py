@@ -19,7 +19,7 @@ from chatbot.runtime import IndexWatcher
 from chatbot.store import Store, database_url
 from chatbot.web.api import add_api
 from chatbot.web.chat_ui import build_chat_ui
-from chatbot.web.security import Tokens, load_secret
+from chatbot.web.security import BodyLimit, Tokens, load_secret
 
 WIDGET = Path(__file__).with_name("static") / "widget.js"
 
@@ -48,6 +48,8 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
     settings = manager.settings
     store = Store(database_url(settings.database.url, settings.data_dir))
     before_turn = watcher.refresh if watcher else lambda: None  # a removed document is never answered again
+    # Added before the API's CORS handling, so it sits inside it: the 413 carries the CORS headers.
+    app.add_middleware(BodyLimit, limit=settings.security.max_body_kb * 1024, hint=f": a message may have at most {settings.dialogue.max_message_chars} characters")
     add_api(app, manager, store, Tokens(load_secret(settings.security.secret_key, settings.data_dir), settings.security.token_ttl_s), before_turn)
 
     @app.get("/widget.js", include_in_schema=False)

@@ -104,3 +104,50 @@ class RateLimiter:
                 for stale in [k for k, v in self._events.items() if not v or v[-1] <= now - 60]:
                     del self._events[stale]
             return 0.0
+
+
+class BodyLimit:
+    """ASGI middleware: a request under `prefix` with a body over `limit` bytes gets 413 with a JSON
+    `{"error": ...}` before the endpoint sees it: at once when its Content-Length says so, else as
+    soon as the chunks received pass the limit. The body (small: the API takes messages) is read
+    here and handed on whole, so nothing of a refused request reaches the endpoint or the store."""
+
+    def __init__(self, app, limit: int, prefix: str = "/api/", hint: str = "") -> None:
+        self.app, self.limit, self.prefix, self.hint = app, limit, prefix, hint
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        chunks, received = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        handed = False
+
+        async def replay():
+            nonlocal handed
+            if not handed:
+                handed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # then the real channel: a streamed answer waits on it for a disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send) -> None:
+        text = f"the request body is over the limit of {self.limit // 1024} KB (security.max_body_kb); send a smaller request{self.hint}"
+        body = json.dumps({"error": text}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

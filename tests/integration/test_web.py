@@ -77,3 +77,19 @@ def test_chat_page_turns_are_stored_for_the_admin(server, serve_data):
     _chat(_client(server), question)
     rows = [r for r in Store(database_url("", serve_data)).list_conversations() if r["first"] == question]
     assert rows and rows[0]["site_key"] == "chat-page" and rows[0]["messages"] == 2
+
+
+def test_a_10_mb_body_gets_a_413_reply_over_http_and_the_server_goes_on(server, serve_data):
+    from tests.integration.conftest import run_cli
+
+    origin = "https://big.example.com"
+    made = run_cli("sitekey", "add", "Big bodies", "--origin", origin, data_dir=serve_data)
+    assert made.returncode == 0, made.stderr
+    token = httpx.post(f"{server}/api/session", json={"site_key": made.stdout.strip()}, headers={"Origin": origin}).json()["token"]
+    headers = {"Origin": origin, "Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conversation = httpx.post(f"{server}/api/conversations", headers=headers).json()["id"]
+    body = b'{"content": "' + b"x" * (10 * 2**20) + b'"}'
+    reply = httpx.post(f"{server}/api/conversations/{conversation}/messages", content=body, headers=headers, timeout=60)
+    assert reply.status_code == 413 and "security.max_body_kb" in reply.json()["error"], reply.text
+    assert httpx.get(f"{server}/api/conversations/{conversation}", headers=headers).json()["messages"] == []
+    assert httpx.get(f"{server}/healthz").json()["status"] == "ok"

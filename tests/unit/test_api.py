@@ -139,6 +139,22 @@ def test_empty_and_oversized_messages_get_a_clear_error(env):
     assert long.status_code == 413 and "2000" in long.json()["error"]
 
 
+def test_a_body_over_the_limit_gets_413_before_it_is_read_and_nothing_is_stored(env):
+    client, store, shop, _, settings = env
+    headers = session(client, shop) | {"Content-Type": "application/json"}
+    conversation = client.post("/api/conversations", headers=headers).json()["id"]
+    url = f"/api/conversations/{conversation}/messages"
+    body = json.dumps({"content": "x" * (settings.security.max_body_kb * 1024)}).encode()
+    declared = client.post(url, content=body, headers=headers)  # Content-Length says it is too large
+    assert declared.status_code == 413 and "limit of 64 KB" in declared.json()["error"] and "2000 characters" in declared.json()["error"]
+    assert declared.headers["access-control-allow-origin"] == SHOP  # a browser can read why
+    chunked = client.post(url, content=iter([body[:40000], body[40000:]]), headers=headers)  # no Content-Length
+    assert chunked.status_code == 413 and "security.max_body_kb" in chunked.json()["error"]
+    assert client.get(f"/api/conversations/{conversation}", headers=headers).json()["messages"] == []
+    ok = client.post(url, json={"content": "How long does standard delivery take?"}, headers=headers)
+    assert ok.status_code == 200
+
+
 def test_malformed_text_gets_a_clear_4xx_never_a_500(env):
     client, _, shop, _, _ = env
     headers = session(client, shop) | {"Content-Type": "application/json"}
