@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,18 +40,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(base_url: str, server: subprocess.Popen, timeout_s: float = 120.0) -> None:
+def wait_ready(base_url: str, server: subprocess.Popen, log: str, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"llama.cpp's server exited with {server.returncode}; is llama-cpp-python[server] installed? (see the top of {Path(__file__).name})")
+            raise SystemExit(f"llama.cpp's server exited with {server.returncode} (its output: {log}); is llama-cpp-python[server] installed? (see the top of {Path(__file__).name})")
         try:
             if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"llama.cpp's server did not answer within {timeout_s:.0f} s")
+    raise SystemExit(f"llama.cpp's server did not answer within {timeout_s:.0f} s (its output: {log})")
 
 
 def main() -> None:
@@ -66,14 +67,18 @@ def main() -> None:
     threads = str(settings.llm.threads or os.cpu_count() or 1)
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", args.model, "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(settings.llm.context_tokens), "--n_threads", threads, "--verbose", "False"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_ready(base_url, server)
+        wait_ready(base_url, server, log.name)
         served = load_settings(overrides={"llm.backend": "openai", "llm.base_url": base_url, "llm.model": args.model})
         report = run_answer_eval(served, args.answers, progress=False)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
     if args.out:
         args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     print(json.dumps({k: v for k, v in report.items() if k != "wrong"}, ensure_ascii=False))

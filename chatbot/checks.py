@@ -16,9 +16,10 @@ quoted sentence alone (`dialogue.py`). The checks:
   from Chinese passages) cannot be compared with it word for word, so it is not shown.
 - **Verdict**: an answer that opens with "Yes" (是的, 可以) must not stand against a negated
   best sentence unless it carries a negation itself ("Yes, but not after 14 days").
-- **Content**: an answer must say something beyond a verdict ("是", "Yes, No." are not answers).
-- **Echo**: more of an affirmative answer's words must come from the evidence than from the
-  question alone. "Yes, there is a showroom where you can see the lamps" beside "Replacement bulbs
+- **Content**: an answer must say something beyond a verdict ("是", "Yes, No.", "是的，可以。" are
+  not answers; nor is "Yes, you can.", whose words are all stop words).
+- **Echo**: more of the words of an answer without a negation (Chinese: character pairs) must come
+  from the evidence than from the question alone. "Yes, there is a showroom where you can see the lamps" beside "Replacement bulbs
   are sold in the Lighting section." restates the question as a claim; the evidence does not say
   it. (A denial, "No, the shipping fee does not count", is held by the negation check instead.) An
   answer that asks a question (the customer's own, repeated) is not shown either.
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 
 from chatbot.language import detect_language
 from chatbot.lexical import tokenize
+
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 _EN_NUMBERS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -69,8 +72,11 @@ _ZH_CONDITIONS = ("仅", "只有", "只能", "除非", "除了", "未拆封", "�
 _EN_YES_NO = re.compile(r"^\W*(?:(?:and|so|ok|okay|also|then|but|great|thanks|thank you)\W+)*(?:can|could|is|isn't|are|aren't|do|does|doesn't|did|will|would|should|may|might|has|have|was|were|am|shall|must)\b", re.IGNORECASE)
 _ZH_YES_NO = re.compile(r"吗\s*[？?。]?\s*$|能不能|可不可以|是不是|有没有|会不会|要不要|可否|能否|是否")
 # Words that carry a verdict, not content (`_content`): an answer of these alone says nothing.
-_VERDICT_WORDS = frozenset(["yes", "是", "是的", "否", "对", "能", "可以", "不可以", "不能", "不", "不是", "没有", "有的", "好"])
-_CLAUSE = re.compile(r"[^.!?。！？]+[.!?。！？]*")
+# The verdict an answer may open with (`_content` leaves it out: an answer of these alone says nothing).
+_VERDICT = re.compile(r"^(?:\s*(?:yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好)(?![a-z])[\s,，.。!！;；:：]*)+", re.IGNORECASE)
+# Where a sentence ends: ?, !, 。, ！, ？ or a full stop before a space (not "U.S." or "2.5 m").
+_CLAUSE_END = re.compile(r"(?<=[?!。！？])\s*|(?<=\.)\s+")
+_LATIN_WORD = re.compile(r"[A-Za-z0-9]")
 _YES = re.compile(r"^\s*(?:yes\b|是|可以|能|有的|对)", re.IGNORECASE)
 
 
@@ -146,14 +152,23 @@ def _negated(text: str) -> bool:
 def is_yes_no(question: str) -> bool:
     """Whether `question` asks for a yes or a no ("Can I return it?", "可以退吗？"), also after a
     sentence that sets the case ("My basket was $55. Do I still get free delivery?")."""
-    parts = [p for p in _CLAUSE.findall(question) if p.strip()] or [question]
-    return any(_EN_YES_NO.search(p) or _ZH_YES_NO.search(p.strip()) for p in parts if p.rstrip().endswith(("?", "？")) or p is parts[-1])
+    def asks(text: str) -> bool:
+        return bool(_EN_YES_NO.search(text) or _ZH_YES_NO.search(text.strip()))
+
+    parts = [p for p in _CLAUSE_END.split(question) if p.strip()] or [question]
+    return asks(question) or any(asks(p) for p in parts if p.rstrip().endswith(("?", "？")) or p is parts[-1])
 
 
 def _content(text: str) -> set[str]:
-    """The words of `text` that carry content: BM25's tokens (stemmed; jieba for Chinese) without
-    the verdict words."""
-    return set(tokenize(text)) - _VERDICT_WORDS
+    """What `text` says beyond an opening verdict, as comparable units: English words as BM25 makes
+    them (stemmed, stop words dropped), and for Chinese the character pairs of each run of Han
+    characters (a single character alone). Pairs, not jieba's words: "开发票" and "专用发票" share
+    "发票", where a segmenter may cut them into unrelated words."""
+    text = _VERDICT.sub("", text)
+    units = {t for t in tokenize(text) if _LATIN_WORD.match(t)}
+    for run in _HAN_RUN.findall(text):
+        units.update({run} if len(run) == 1 else {run[i : i + 2] for i in range(len(run) - 1)})
+    return units
 
 
 def check(answer: str, evidence: list[str], question: str = "", titles: tuple[str, ...] = ()) -> list[str]:

@@ -267,15 +267,19 @@ class OpeningTokens:
     def __call__(self, input_ids, scores):
         import torch
 
-        generated = input_ids[0, self.prompt_length :].tolist()
-        if any(generated[: len(o)] == o for o in self.openings):
-            return scores
-        step = len(generated)
-        allowed = sorted({o[step] for o in self.openings if len(o) > step and o[:step] == generated})
-        if not allowed:
-            return scores
-        held = torch.full_like(scores, float("-inf"))
-        held[:, allowed] = scores[:, allowed]
+        held = scores
+        for row in range(input_ids.shape[0]):  # each sequence by itself (beams, several replies)
+            generated = input_ids[row, self.prompt_length :].tolist()
+            if any(generated[: len(o)] == o for o in self.openings):
+                continue
+            step = len(generated)
+            allowed = sorted({o[step] for o in self.openings if len(o) > step and o[:step] == generated})
+            if allowed:
+                if held is scores:
+                    held = scores.clone()
+                kept = held[row, allowed].clone()
+                held[row] = float("-inf")
+                held[row, allowed] = kept
         return held
 
 

@@ -126,7 +126,8 @@ class BodyLimit:
         chunks, received = [], 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
+            if message["type"] != "http.request":  # the client went away mid-body: a reply nobody reads, not an error
+                await self._refuse(send, 400, "the request body did not arrive whole; send it again")
                 return
             received += len(message.get("body", b""))
             if received > self.limit:
@@ -146,8 +147,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send) -> None:
-        text = f"the request body is over the limit of {self.limit // 1024} KB (security.max_body_kb); send a smaller request{self.hint}"
+    async def _refuse(self, send, status: int = 413, text: str = "") -> None:
+        text = text or f"the request body is over the limit of {self.limit // 1024} KB (security.max_body_kb); send a smaller request{self.hint}"
         body = json.dumps({"error": text}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -29,3 +29,10 @@ def test_a_shared_first_token_leaves_each_opening_that_it_starts():
 def test_after_a_whole_opening_any_token_may_follow():
     assert _next([1, 2]) == set(range(10))
     assert _next([5, 7, 8]) == set(range(10))
+
+
+def test_each_sequence_of_a_batch_is_held_by_itself():
+    scores = torch.zeros(2, 10)
+    held = OpeningTokens(len(PROMPT), OPENINGS)(torch.tensor([PROMPT + [1], PROMPT + [5]]), scores)
+    assert {i for i in range(10) if torch.isfinite(held[0, i])} == {2, 3}
+    assert torch.isfinite(held[1]).all()
