@@ -191,7 +191,16 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
     if evidence and _YES.search(answer) and _negated(evidence[0]) and not _negated(answer):
         failures.append("verdict")
     if question:  # a denial is held by the negation check instead; a question asked back never passes
-        known = _content(" ".join((joined, *titles)))  # "the Acorn" is named by its passage's title
-        if ("?" in answer or "？" in answer) or (not _negated(answer) and len(said & (_content(question) - known)) > len(said & known)):
+        source = " ".join((joined, *titles))  # "the Acorn" is named by its passage's title
+        source_units, question_units = _content(source), _content(question)
+        from_evidence = {u for u in said if _found(u, source, source_units)}
+        from_question = {u for u in said - from_evidence if _found(u, question, question_units)}
+        if ("?" in answer or "？" in answer) or (not _negated(answer) and len(from_question) > len(from_evidence)):
             failures.append("echo")
     return failures
+
+
+def _found(unit: str, text: str, units: set[str]) -> bool:
+    """Whether a unit of `_content` is in `text` (whose units are `units`): an English word among
+    its words, Chinese characters anywhere in it (a lone "退" is in "退货")."""
+    return unit in text if _HAN_RUN.match(unit) else unit in units
