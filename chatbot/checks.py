@@ -31,9 +31,7 @@ import re
 from dataclasses import dataclass
 
 from chatbot.language import detect_language
-from chatbot.lexical import tokenize
-
-_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+from chatbot.lexical import HAN_RUN, latin_words
 
 _EN_NUMBERS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -76,7 +74,6 @@ _ZH_YES_NO = re.compile(r"吗\s*[？?。]?\s*$|能不能|可不可以|是不是|
 _VERDICT = re.compile(r"^(?:\s*(?:yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好)(?![a-z])[\s,，.。!！;；:：]*)+", re.IGNORECASE)
 # Where a sentence ends: ?, !, 。, ！, ？ or a full stop before a space (not "U.S." or "2.5 m").
 _CLAUSE_END = re.compile(r"(?<=[?!。！？])\s*|(?<=\.)\s+")
-_LATIN_WORD = re.compile(r"[A-Za-z0-9]")
 _YES = re.compile(r"^\s*(?:yes\b|是|可以|能|有的|对)", re.IGNORECASE)
 
 
@@ -165,8 +162,8 @@ def _content(text: str) -> set[str]:
     characters (a single character alone). Pairs, not jieba's words: "开发票" and "专用发票" share
     "发票", where a segmenter may cut them into unrelated words."""
     text = _VERDICT.sub("", text)
-    units = {t for t in tokenize(text) if _LATIN_WORD.match(t)}
-    for run in _HAN_RUN.findall(text):
+    units = set(latin_words(text))
+    for run in HAN_RUN.findall(text):
         units.update({run} if len(run) == 1 else {run[i : i + 2] for i in range(len(run) - 1)})
     return units
 
@@ -203,4 +200,4 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
 def _found(unit: str, text: str, units: set[str]) -> bool:
     """Whether a unit of `_content` is in `text` (whose units are `units`): an English word among
     its words, Chinese characters anywhere in it (a lone "退" is in "退货")."""
-    return unit in text if _HAN_RUN.match(unit) else unit in units
+    return unit in text if HAN_RUN.match(unit) else unit in units

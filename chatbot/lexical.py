@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 
 _LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")  # a run of Chinese characters
 _STOPWORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "please", "so", "that", "the", "their", "them", "there", "these", "they", "this", "to", "us", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your", "'s"]
 )
@@ -38,11 +38,16 @@ def warm_up() -> None:
     _jieba().initialize()
 
 
+def latin_words(text: str) -> list[str]:
+    """The English (Latin-script) tokens of `text`, in order: lower-cased, stop words dropped, stemmed."""
+    words = [w for w in _LATIN.findall(text.lower()) if w not in _STOPWORDS]
+    return _stemmer().stemWords(words) if words else []
+
+
 def tokenize(text: str) -> list[str]:
     """BM25 tokens of `text`, in order."""
     text = text.lower()
-    words = [w for w in _LATIN.findall(text) if w not in _STOPWORDS]
-    tokens = _stemmer().stemWords(words) if words else []
-    for run in _HAN_RUN.findall(text):
+    tokens = latin_words(text)
+    for run in HAN_RUN.findall(text):
         tokens.extend(t for t in _jieba().lcut_for_search(run) if t.strip() and t not in _ZH_STOPWORDS)
     return tokens
