@@ -1,4 +1,5 @@
-"""The `chatbot` command: `serve`, `kb add|list|remove|rebuild`, `sitekey add|list|remove`, `ask`, `eval`.
+"""The `chatbot` command: `serve`, `kb add|list|remove|rebuild`, `sitekey add|list|remove`,
+`privacy purge|export|erase`, `audit list|verify`, `ask`, `eval`.
 
 Errors Kefu raises on purpose print one line (`error: ...`) and exit with status 2.
 """
@@ -67,6 +68,27 @@ def _parser() -> argparse.ArgumentParser:
     sitekey_remove = sitekey_commands.add_parser("remove", help="delete a site key: widgets using it stop working")
     sitekey_remove.add_argument("key")
     sitekey_remove.set_defaults(run=_sitekey_remove)
+
+    privacy = commands.add_parser("privacy", help="customers' data: apply the retention period, export or erase a visitor's or a conversation's data")
+    privacy_commands = privacy.add_subparsers(dest="privacy_command", required=True)
+    purge = privacy_commands.add_parser("purge", help="delete conversations older than privacy.retention_days now (the server also does it daily)")
+    purge.set_defaults(run=_privacy_purge)
+    for name, helptext, run in (("export", "print a visitor's or a conversation's data as JSON", _privacy_export), ("erase", "delete a visitor's or a conversation's data", _privacy_erase)):
+        sub = privacy_commands.add_parser(name, help=helptext)
+        which = sub.add_mutually_exclusive_group(required=True)
+        which.add_argument("--visitor", help="a visitor id (the widget's, or `chat-page`)")
+        which.add_argument("--conversation", help="a conversation id (from the admin page)")
+        sub.add_argument("--site-key", default="", help="only the visitor's conversations on this site key")
+        sub.set_defaults(run=run)
+
+    audit = commands.add_parser("audit", help="the audit log: who did what, hash-chained")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_list = audit_commands.add_parser("list", help="the newest rows")
+    audit_list.add_argument("--limit", type=int, default=50)
+    audit_list.add_argument("--action", default="", help="only this action (sign-in, erase, purge, kb-add, ...)")
+    audit_list.set_defaults(run=_audit_list)
+    verify = audit_commands.add_parser("verify", help="check that no row was edited or deleted (exit 1 if one was)")
+    verify.set_defaults(run=_audit_verify)
 
     ask = commands.add_parser("ask", help="answer one question and print the answer")
     ask.add_argument("question")
@@ -137,6 +159,8 @@ def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
             missing.append(f"{path}: no such file or folder; check the path")
     report = _knowledge_base(settings, not args.json).add(uploads, _progress_printer(not args.json))
     report.refused = missing + report.refused
+    if report.added or report.replaced:
+        _store(settings).audit(_cli_actor(), "kb-add", ", ".join(d["name"] for d in report.added + report.replaced)[:300], detail={"version": report.version})
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
@@ -176,6 +200,8 @@ def _kb_remove(settings: Settings, args: argparse.Namespace) -> int:
     from chatbot.kb import chunks_label
 
     report = _knowledge_base(settings).remove(*args.ids)
+    if report.removed:
+        _store(settings).audit(_cli_actor(), "kb-remove", ", ".join(d["name"] for d in report.removed)[:300], detail={"version": report.version})
     for doc in report.removed:
         print(f"removed: {doc['name']} (id {doc['id']}, {chunks_label(doc['chunks'])}); index version {report.version}")
     return 0
@@ -217,7 +243,9 @@ def _store(settings: Settings):
 
 
 def _sitekey_add(settings: Settings, args: argparse.Namespace) -> int:
-    site = _store(settings).create_site_key(args.name, args.origin)
+    store = _store(settings)
+    site = store.create_site_key(args.name, args.origin)
+    store.audit(_cli_actor(), "sitekey-add", f"{site.key} ({args.name})", detail={"origins": site.origins})
     print(site.key)
     print(f"allowed origins: {' '.join(site.origins)}", file=sys.stderr)
     print(f'embed: <script src="http://{settings.server.host}:{settings.server.port}/widget.js" data-site-key="{site.key}" async></script>', file=sys.stderr)
@@ -231,10 +259,55 @@ def _sitekey_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sitekey_remove(settings: Settings, args: argparse.Namespace) -> int:
-    if not _store(settings).delete_site_key(args.key):
+    store = _store(settings)
+    if not store.delete_site_key(args.key):
         raise UserError(f"no site key '{args.key}'; `chatbot sitekey list` shows them")
+    store.audit(_cli_actor(), "sitekey-remove", args.key)
     print(f"deleted {args.key}")
     return 0
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _privacy_purge(settings: Settings, args: argparse.Namespace) -> int:
+    days = settings.privacy.retention_days
+    counts = _store(settings).purge(days, actor=_cli_actor())
+    print(f"purged {counts['conversations']} conversations ({counts['messages']} messages, {counts['feedback']} feedback) not updated for {days} days" if days else "privacy.retention_days is 0: conversations are kept until erased")
+    return 0
+
+
+def _privacy_export(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    data = store.export(site_key=args.site_key, visitor=args.visitor or "", conversation_id=args.conversation or "")
+    store.audit(_cli_actor(), "export", f"conversation {args.conversation}" if args.conversation else f"visitor {args.visitor}", detail={"conversations": len(data["conversations"])})
+    print(json.dumps(data, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _privacy_erase(settings: Settings, args: argparse.Namespace) -> int:
+    counts = _store(settings).erase(site_key=args.site_key, visitor=args.visitor or "", conversation_id=args.conversation or "", actor=_cli_actor())
+    print(f"erased {counts['conversations']} conversations ({counts['messages']} messages, {counts['feedback']} feedback)")
+    return 0 if counts["conversations"] else 1
+
+
+def _audit_list(settings: Settings, args: argparse.Namespace) -> int:
+    for e in _store(settings).audit_log(args.limit, action=args.action):
+        print(f"{e.id}  {e.at.isoformat(timespec='seconds')}Z  {e.actor}  {e.action}  {e.target}  {e.address}  {json.dumps(e.detail, ensure_ascii=False)}")
+    return 0
+
+
+def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    checked, bad = _store(settings).verify_audit()
+    if bad is None:
+        print(f"the audit log holds: {checked} rows, each chained to the one before")
+        return 0
+    where = "rows were deleted from its end" if bad == -1 else f"row {bad} was edited, or a row before it deleted"
+    print(f"the audit log was altered: {where} ({checked} rows checked)")
+    return 1
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:

@@ -151,7 +151,18 @@ class SecuritySettings(_Section):
     visitor_per_minute: int = Field(20, ge=1, le=10000, description="messages a visitor may send a minute")
     site_per_minute: int = Field(600, ge=1, le=1000000, description="messages all visitors of one site key may send a minute")
     sessions_per_minute: int = Field(30, ge=1, le=100000, description="new visitor tokens one client address may get a minute")
+    address_per_minute: int = Field(60, ge=1, le=100000, description="chat-page messages one client address may send a minute")
     max_body_kb: int = Field(64, ge=1, le=1048576, description="API request bodies over this are refused (413) before they are read")
+
+
+class PrivacySettings(_Section):
+    # Personal data masked on arrival, before the store, the logs, the LM's prompt or a webhook
+    # (chatbot/privacy.py): Chinese resident IDs, payment cards, IBANs, phone numbers, e-mail
+    # addresses; [] = none.
+    mask: list[Literal["cn_id", "card", "iban", "phone", "email"]] = ["cn_id", "card", "iban", "phone", "email"]
+    # Conversations (their messages, feedback and handoffs) not updated for this many days are
+    # deleted: daily in the server and on `chatbot privacy purge`. 0 = kept until erased.
+    retention_days: int = Field(180, ge=0, le=36500)
 
 
 class HandoffSettings(_Section):
@@ -174,6 +185,7 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     security: SecuritySettings = SecuritySettings()
     handoff: HandoffSettings = HandoffSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @property
     def index_dir(self) -> Path:

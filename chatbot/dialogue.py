@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from chatbot.evidence import Evidence, select
 from chatbot.index import KnowledgeIndex
 from chatbot.language import detect_language
 from chatbot.llm import ChatModel, Message
+from chatbot.privacy import Masker
 from chatbot.prompts import Prompts
 from chatbot.retrieval import Retrieval, Retriever
 
@@ -41,6 +43,7 @@ Mode = Literal["faq", "generate", "abstain"]
 EVIDENCE_SENTENCES = 3  # the sentences the LM answers from; the best is quoted
 # The openings of a yes/no answer (the LM is held to them where its backend can be: `ChatModel.stream`).
 VERDICTS = {"en": ("Yes, ", "No, ", "Not stated."), "zh": ("是的，", "可以，", "不可以，", "不能，", "不是，", "没有，", "资料没有说明。")}
+_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: cannot be stored or sent as UTF-8
 NOT_STATED = ("not stated", "no stated", "资料没有说明")  # anywhere in the answer ("No, Not stated.")
 
 
@@ -165,6 +168,7 @@ class DialogueManager:
         self.model = model
         self.prompts = prompts
         self.business = settings.dialogue.business_name
+        self.masker = Masker(settings.privacy.mask)
         self._sentence_vectors: dict = {}  # the evidence sentences embedded so far (`evidence.select`), by text
 
     def use_index(self, index: KnowledgeIndex) -> None:
@@ -246,19 +250,23 @@ class DialogueManager:
         yield "".join(f"\n\n{line}" for line in also) + ("\n\n" if evidence else "") + self.prompts.render(template, lang=lang, business=self.business)
 
     def check(self, message: str, history: list[Message]) -> str:
-        """`message` stripped, or `UserError` (in the user's language) when it is empty, over
+        """`message` stripped and its personal data masked (`privacy.mask`), or `UserError` (in the
+        user's language) when it is empty, not text (a NUL character, a lone surrogate), over
         `dialogue.max_message_chars`, or past `dialogue.max_turns`: what `respond` refuses, for a
-        caller that must know before it stores the turn."""
+        caller that must know before it stores the turn. Whatever is stored, logged or put in a
+        prompt is what this returns."""
         question = (message or "").strip()
         lang = detect_language(question)
         limits = self.settings.dialogue
         if not question:
             raise UserError(self.prompts.render("empty_message", lang=lang))
+        if "\x00" in question or _SURROGATE.search(question):
+            raise UserError(self.prompts.render("not_text", lang=lang))
         if len(question) > limits.max_message_chars:
-            raise UserError(self.prompts.render("message_too_long", lang=lang, length=len(question), limit=limits.max_message_chars))
+            raise UserError(self.prompts.render("message_too_long", lang=lang, length=len(question), limit=limits.max_message_chars), status=413)
         if sum(1 for m in history if m["role"] == "user") >= limits.max_turns:
             raise UserError(self.prompts.render("too_many_turns", lang=lang, limit=limits.max_turns))
-        return question
+        return self.masker.mask(question)
 
 
 def _source(hit, passage_chars: int, quote: Evidence | None = None) -> Source:

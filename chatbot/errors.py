@@ -16,7 +16,12 @@ class ChatbotError(Exception):
 
 
 class UserError(ChatbotError):
-    """Bad input from a user; the text is safe and useful to show them."""
+    """Bad input from a user; the text is safe and useful to show them. `status` is the HTTP status
+    the API answers it with (422: not valid; 413: too long; 429: too many)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ConfigError(ChatbotError):

@@ -27,18 +27,20 @@ def asks_for_a_person(text: str) -> bool:
 
 
 def hand_off(store: Store, prompts: Prompts, settings: Settings, conversation: Conversation, lang: str) -> Message:
-    """Mark the conversation handed off, store the notice the customer sees, send the webhook."""
+    """Mark the conversation handed off, store the notice the customer sees, send the webhook with
+    the customer's last message (as stored: masked)."""
     store.set_status(conversation.id, "handoff")
+    asked = [m.content for m in store.messages(conversation.id) if m.role == "user"]
     notice = store.add_message(conversation.id, "assistant", prompts.render("handoff", lang=lang), mode="handoff", lang=lang)
-    notify(settings.handoff.webhook_url, settings.handoff.webhook_timeout_s, conversation)
+    notify(settings.handoff.webhook_url, settings.handoff.webhook_timeout_s, conversation, asked[-1] if asked else "")
     return notice
 
 
-def notify(url: str, timeout: float, conversation: Conversation) -> None:
+def notify(url: str, timeout: float, conversation: Conversation, last_message: str = "") -> None:
     """POST the handoff notice to the webhook, in the background; a failure is logged, never raised."""
     if not url:
         return
-    notice = {"event": "handoff", "conversation_id": conversation.id, "site_key": conversation.site_key}
+    notice = {"event": "handoff", "conversation_id": conversation.id, "site_key": conversation.site_key, "last_message": last_message}
 
     def send() -> None:
         try:

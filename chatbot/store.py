@@ -1,13 +1,19 @@
 """The conversation store (SQLAlchemy): site keys, conversations, every message with its mode,
-sources and timings, feedback, and handoffs. SQLite under the data dir by default (WAL mode, a
-commit per write, so a killed server loses no stored turn); PostgreSQL by `database.url`.
+sources and timings, feedback, handoffs, and the audit log. SQLite under the data dir by default
+(WAL mode, a commit per write, so a killed server loses no stored turn; `secure_delete`, so a
+deleted text is overwritten in the file); PostgreSQL by `database.url`.
 
-A customer's question is stored before it is answered, and the answer when it is finished; an
-agent's reply (handoff) is a message with the role `agent`.
+A customer's question is stored (masked: `chatbot/privacy.py`) before it is answered, and the answer
+when it is finished; an agent's reply (handoff) is a message with the role `agent`. Conversations
+are deleted after `privacy.retention_days` (`purge`), and a visitor's or a conversation's data can
+be exported and erased. The audit log is append-only and hash-chained: each row's hash covers the
+row and the hash of the row before it, so `verify_audit` finds a row edited or deleted afterwards.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -23,8 +29,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    delete,
     func,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -82,6 +90,35 @@ class Feedback(Base):
     created: Mapped[datetime] = mapped_column(default=_now)
 
 
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=_now, index=True)
+    actor: Mapped[str] = mapped_column(String(200))  # a staff user, `cli`, `visitor:<id>` or `system`
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(300), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")  # masked: chatbot.privacy.mask_address
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)  # counts and names, never customer text
+    prev: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    def digest(self) -> str:
+        fields = [self.id, self.at.isoformat(), self.actor, self.action, self.target, self.address, self.detail, self.prev]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+class AuditHead(Base):
+    """One row, updated with every audit entry: the lock that keeps the chain a chain when two
+    processes (the server and `chatbot ...`) append at once."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+
+
+GENESIS = "0" * 64
+
+
 def database_url(url: str, data_dir) -> str:
     """The configured URL, or the SQLite file under the data dir."""
     if url:
@@ -100,6 +137,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable when the process dies; fsync at checkpoints
             cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA secure_delete=ON")  # a deleted message is overwritten, not left in free pages
             cursor.close()
 
         return engine
@@ -113,6 +151,9 @@ class Store:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        with self._session() as s:
+            if s.get(AuditHead, 1) is None:
+                s.add(AuditHead(id=1, rows=0))
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -230,6 +271,114 @@ class Store:
             for (handed,) in s.execute(select(Conversation.handed_off).where(Conversation.handed_off.is_not(None), Conversation.handed_off >= since)):
                 bump(handed, "handed off")
         return [counts[d] for d in sorted(counts)]
+
+
+    # --- privacy: retention, export, erasure ------------------------------------------------------------
+
+    def purge(self, retention_days: int, now: datetime | None = None, actor: str = "system") -> dict:
+        """Delete the conversations not updated for `retention_days` (0: none), with their messages
+        and feedback; safe to run again. Audited with the counts."""
+        if retention_days <= 0:
+            return {"conversations": 0, "messages": 0, "feedback": 0}
+        cutoff = (now or _now()) - timedelta(days=retention_days)
+        old = select(Conversation.id).where(Conversation.updated < cutoff)
+        counts = self._delete_conversations(old)
+        self.audit(actor, "purge", f"older than {retention_days} days", detail=counts)
+        return counts
+
+    def export(self, *, site_key: str = "", visitor: str = "", conversation_id: str = "") -> dict:
+        """Every conversation of a visitor (of a site key) or one conversation, with its messages and
+        feedback, as JSON-ready data."""
+        with self._session() as s:
+            conversations = list(s.scalars(self._which(site_key, visitor, conversation_id).order_by(Conversation.created)))
+            ids = [c.id for c in conversations]
+            messages = list(s.scalars(select(Message).where(Message.conversation_id.in_(ids)).order_by(Message.id)))
+            feedback = list(s.scalars(select(Feedback).where(Feedback.conversation_id.in_(ids)).order_by(Feedback.id)))
+        return {
+            "exported": _now().isoformat() + "Z",
+            "conversations": [
+                {
+                    "id": c.id, "site_key": c.site_key, "visitor": c.visitor, "status": c.status,
+                    "created": c.created.isoformat() + "Z", "updated": c.updated.isoformat() + "Z",
+                    "messages": [
+                        {"id": m.id, "role": m.role, "content": m.content, "mode": m.mode, "created": m.created.isoformat() + "Z",
+                         "feedback": [{"rating": f.rating, "comment": f.comment} for f in feedback if f.message_id == m.id]}
+                        for m in messages if m.conversation_id == c.id
+                    ],
+                }
+                for c in conversations
+            ],
+        }
+
+    def erase(self, *, site_key: str = "", visitor: str = "", conversation_id: str = "", actor: str = "cli", address: str = "") -> dict:
+        """Delete every conversation of a visitor (of a site key), or one conversation, and all it
+        holds; the audit row keeps who asked and the counts, none of the content."""
+        counts = self._delete_conversations(select(Conversation.id).where(self._which(site_key, visitor, conversation_id).whereclause))
+        target = f"conversation {conversation_id}" if conversation_id else f"visitor {visitor}" + (f" of {site_key}" if site_key else "")
+        self.audit(actor, "erase", target, address, counts)
+        return counts
+
+    @staticmethod
+    def _which(site_key: str, visitor: str, conversation_id: str):
+        if conversation_id:
+            return select(Conversation).where(Conversation.id == conversation_id)
+        if not visitor:
+            raise UserError("name a visitor or a conversation")
+        query = select(Conversation).where(Conversation.visitor == visitor)
+        return query.where(Conversation.site_key == site_key) if site_key else query
+
+    def _delete_conversations(self, ids) -> dict:
+        with self._session() as s:
+            chosen = list(s.scalars(ids))
+            counts = {
+                "conversations": len(chosen),
+                "messages": s.scalar(select(func.count(Message.id)).where(Message.conversation_id.in_(chosen))) or 0,
+                "feedback": s.scalar(select(func.count(Feedback.id)).where(Feedback.conversation_id.in_(chosen))) or 0,
+            }
+            for table in (Feedback, Message):
+                s.execute(delete(table).where(table.conversation_id.in_(chosen)))
+            s.execute(delete(Conversation).where(Conversation.id.in_(chosen)))
+        if self.engine.dialect.name == "sqlite":  # the write-ahead log held the deleted pages too
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return counts
+
+    # --- the audit log ---------------------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, target: str = "", address: str = "", detail: dict | None = None) -> AuditEntry:
+        """Append a row to the audit log, chained to the one before it."""
+        with self._session() as s:
+            s.execute(update(AuditHead).where(AuditHead.id == 1).values(rows=AuditHead.rows + 1))  # taken before reading the last hash
+            last = s.scalar(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
+            entry = AuditEntry(at=_now(), actor=actor, action=action, target=target[:300], address=address, detail=detail or {}, prev=last.hash if last else GENESIS, hash="")
+            s.add(entry)
+            s.flush()  # its id
+            entry.hash = entry.digest()
+        return entry
+
+    def audit_log(self, limit: int = 500, action: str = "", actor: str = "") -> list[AuditEntry]:
+        """Newest first, optionally only one action or actor."""
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if action:
+            query = query.where(AuditEntry.action == action)
+        if actor:
+            query = query.where(AuditEntry.actor == actor)
+        with self._session() as s:
+            return list(s.scalars(query))
+
+    def verify_audit(self) -> tuple[int, int | None]:
+        """(rows checked, the id of the first row whose hash or link does not hold, or None)."""
+        prev, n = GENESIS, 0
+        with self._session() as s:
+            for entry in s.scalars(select(AuditEntry).order_by(AuditEntry.id)).yield_per(1000):
+                n += 1
+                if entry.prev != prev or entry.hash != entry.digest():
+                    return n, entry.id
+                prev = entry.hash
+            head = s.get(AuditHead, 1)
+        if head is not None and head.rows != n:  # a row deleted from the end
+            return n, -1
+        return n, None
 
 
 def normalise_origin(origin: str) -> str:

@@ -7,11 +7,14 @@
                                               (or handoff / queued while a person has the conversation)
     POST /api/conversations/{id}/feedback     {message_id, rating: up|down, comment?}
     POST /api/conversations/{id}/handoff      -> {status: handoff}
+    GET  /api/me/export                       -> the visitor's conversations as JSON (a download)
+    DELETE /api/me                            -> {erased: {conversations, messages, feedback}}
 
 Every call must come from an origin on its site key's allow-list (the `Origin` header, checked on
 the server: 403 otherwise); all but `/api/session` carry the visitor's token (`Authorization:
 Bearer ...`), valid for one site key and visitor until it expires. Messages are rate-limited per
 visitor and per site key (429 with `Retry-After`). Errors are JSON: `{"error": "what to do"}`.
+A message's personal data is masked before it is stored or answered (`DialogueManager.check`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from chatbot.dialogue import DialogueManager
 from chatbot.errors import UserError
 from chatbot.handoff import asks_for_a_person, hand_off
 from chatbot.language import detect_language
+from chatbot.privacy import mask_address
 from chatbot.store import Conversation, Store
 from chatbot.web.security import RateLimiter, TokenError, Tokens, Visitor
 
@@ -98,7 +102,7 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
             response = await call_next(request)
         if allowed:
             response.headers.update({
-                "Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
                 "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600",
             })
         return response
@@ -150,27 +154,23 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
         conversation = own(conversation_id, who)
         _limit(per_visitor, who.visitor, "messages from you")
         _limit(per_site, who.site_key, "messages to this website's assistant")
-        content = body.content.strip()
-        limit = settings.dialogue.max_message_chars
-        lang = detect_language(content)
-        if not content:
-            raise ApiError(422, manager.prompts.render("empty_message", lang=lang))
-        if "\x00" in content:
-            raise ApiError(422, "the message holds a NUL character, which is not text; send it again as plain text")
-        if len(content) > limit:
-            raise ApiError(413, manager.prompts.render("message_too_long", lang=lang, length=len(content), limit=limit))
         history = _history(store, conversation.id)
+        try:  # a customer handed off at the turn limit can still write to the person
+            content = manager.check(body.content, [] if conversation.status == "handoff" else history)
+        except UserError as e:
+            raise ApiError(e.status, str(e)) from e
+        lang = detect_language(content)
         question = store.add_message(conversation.id, "user", content, lang=lang)
         if conversation.status == "handoff":
             return _sse([("queued", {"status": "handoff", "message_id": question.id})])
         if asks_for_a_person(content):
             return _sse(_hand_off(conversation, lang, question.id))
-        return StreamingResponse(_answer(conversation.id, content, history, question.id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(_answer(conversation.id, body.content, history, question.id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    def _answer(conversation_id: str, content: str, history: list[dict], question_id: int) -> Iterator[str]:
+    def _answer(conversation_id: str, message: str, history: list[dict], question_id: int) -> Iterator[str]:
         try:
             before_turn()
-            reply = manager.respond(content, history)
+            reply = manager.respond(message, history)  # the text as sent: respond masks it as check did
         except UserError as e:
             stored = store.add_message(conversation_id, "assistant", str(e), mode="refused")
             yield _event("token", {"text": str(e)})
@@ -203,12 +203,28 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
     def feedback(conversation_id: str, body: FeedbackRequest, who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
         conversation = own(conversation_id, who)
         try:
-            store.add_feedback(conversation.id, body.message_id, 1 if body.rating == "up" else -1, body.comment)
+            store.add_feedback(conversation.id, body.message_id, 1 if body.rating == "up" else -1, manager.masker.mask(body.comment))
         except UserError as e:
             raise ApiError(422, str(e)) from e
         return {"ok": True}
 
+    @router.get("/me/export")
+    def export_me(request: Request, who: Visitor = Depends(visitor)) -> JSONResponse:  # noqa: B008
+        """Everything stored of this visitor on this site key, as a JSON download."""
+        data = store.export(site_key=who.site_key, visitor=who.visitor)
+        store.audit(f"visitor:{who.visitor}", "export", f"visitor {who.visitor} of {who.site_key}", _address(request), {"conversations": len(data["conversations"])})
+        return JSONResponse(data, headers={"Content-Disposition": 'attachment; filename="my-chat.json"'})
+
+    @router.delete("/me")
+    def erase_me(request: Request, who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
+        """Erase every conversation of this visitor on this site key; the audit row keeps the counts only."""
+        return {"erased": store.erase(site_key=who.site_key, visitor=who.visitor, actor=f"visitor:{who.visitor}", address=_address(request))}
+
     app.include_router(router)
+
+
+def _address(request: Request) -> str:
+    return mask_address(request.client.host if request.client else "")
 
 
 def _origin_refusal(origin: str) -> str:

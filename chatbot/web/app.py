@@ -4,6 +4,8 @@ health check at `/healthz`; OpenAPI at `/openapi.json`."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from chatbot.web.api import add_api
 from chatbot.web.chat_ui import build_chat_ui
 from chatbot.web.security import BodyLimit, Tokens, load_secret
 
+log = logging.getLogger(__name__)
 WIDGET = Path(__file__).with_name("static") / "widget.js"
 
 ADMIN_OFF = """<!doctype html><html><head><meta charset="utf-8"><title>Kefu admin is off</title></head>
@@ -33,20 +36,42 @@ Documents can also be managed from the command line: <code>chatbot kb add|list|r
 </body></html>"""
 
 
-@asynccontextmanager
-async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    # Each streamed answer holds a worker thread while it waits for a model context: allow many
-    # more than anyio's default 40, so 50+ open conversations never queue behind the pool.
-    anyio.to_thread.current_default_thread_limiter().total_tokens = 256
-    yield
+PURGE_EVERY_S = 24 * 3600
+
+
+def _lifespan(store: Store, retention_days: int):
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Each streamed answer holds a worker thread while it waits for a model context: allow many
+        # more than anyio's default 40, so 50+ open conversations never queue behind the pool.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+        stop = threading.Event()
+        if retention_days:
+            threading.Thread(target=_purge_daily, args=(store, retention_days, stop), name="retention-purge", daemon=True).start()
+        yield
+        stop.set()
+
+    return lifespan
+
+
+def _purge_daily(store: Store, retention_days: int, stop: threading.Event) -> None:
+    """`privacy.retention_days` applied at start and then once a day."""
+    while True:
+        try:
+            counts = store.purge(retention_days)
+            log.info("retention purge: %s", counts)
+        except Exception:
+            log.exception("the retention purge failed; it runs again in a day, or now with `chatbot privacy purge`")
+        if stop.wait(PURGE_EVERY_S):
+            return
 
 
 def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) -> FastAPI:
     """The ASGI app serving one dialogue manager: the API and widget, the chat page, and with a
     `watcher` (which follows new knowledge versions) the admin page."""
-    app = FastAPI(title="Kefu", version=__version__, lifespan=_lifespan)
     settings = manager.settings
     store = Store(database_url(settings.database.url, settings.data_dir))
+    app = FastAPI(title="Kefu", version=__version__, lifespan=_lifespan(store, settings.privacy.retention_days))
     before_turn = watcher.refresh if watcher else lambda: None  # a removed document is never answered again
     # Added before the API's CORS handling, so it sits inside it: the 413 carries the CORS headers.
     app.add_middleware(BodyLimit, limit=settings.security.max_body_kb * 1024, hint=f": a message may have at most {settings.dialogue.max_message_chars} characters")

@@ -20,6 +20,7 @@ from chatbot.errors import UserError
 from chatbot.handoff import asks_for_a_person, hand_off
 from chatbot.language import detect_language
 from chatbot.store import Store
+from chatbot.web.security import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,13 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
     """The chat page. Every turn is stored (site key `chat-page`), so the admin page lists it.
     `concurrency_limit` chat events run at once (Gradio's default is 1); `before_turn` runs before
     each answer (moving onto a new index version). A customer who asks for a person (button or
-    words) is handed off: the bot stays quiet and the admin's replies appear, polled every 3 s."""
+    words) is handed off: the bot stays quiet and the admin's replies appear, polled every 3 s.
+    Messages are limited per client address (`security.address_per_minute`) and per conversation
+    (`security.visitor_per_minute`), with a polite refusal in the customer's language."""
+
+    security = manager.settings.security
+    per_address = RateLimiter(security.address_per_minute)
+    per_conversation = RateLimiter(security.visitor_per_minute)
 
     def record(stored: str, role: str, text: str, **fields) -> str:
         stored = stored or store.create_conversation(CHAT_PAGE, CHAT_PAGE).id
@@ -100,7 +107,17 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
         notice = hand_off(store, manager.prompts, manager.settings, conversation, lang)
         return [*chat, {"role": "assistant", "content": as_text(notice.content)}], notice.id
 
-    def respond(message: str, chat: list[dict], conversation: list[dict], stored: str, seen: int):
+    def too_fast(request: gr.Request | None, stored: str) -> float:
+        """Seconds to wait, or 0: the same limits per address and per conversation as the API's."""
+        address = request.client.host if request is not None and request.client else "?"
+        return per_address.check(address) or (per_conversation.check(stored) if stored else 0.0)
+
+    def respond(message: str, chat: list[dict], conversation: list[dict], stored: str, seen: int, request: gr.Request):
+        wait = too_fast(request, stored)
+        if wait:  # refused before anything is read or stored; the text stays in the box
+            text = manager.prompts.render("too_fast", lang=detect_language(message or ""), wait=max(1, round(wait)))
+            yield message, [*chat, {"role": "assistant", "content": text}], conversation, stored, seen, gr.skip()
+            return
         state = store.conversation(stored) if stored else None
         with_person = state is not None and state.status == "handoff"
         try:  # the turn limit is the bot's: a customer handed off at it can still write to the person
@@ -111,7 +128,7 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
             # its own (the Chatbot does not group consecutive replies).
             yield message if (message or "").strip() else "", [*chat, {"role": "assistant", "content": str(e)}], conversation, stored, seen, gr.skip()
             return
-        chat = [*chat, {"role": "user", "content": as_text(message)}]
+        chat = [*chat, {"role": "user", "content": as_text(message)}]  # what they typed; stored and answered masked
         lang = detect_language(question)
         stored = record(stored, "user", question, lang=lang)
         if with_person:  # a person has it: the bot stays quiet

@@ -13,7 +13,9 @@ from chatbot.llm import FakeChatModel
 from chatbot.runtime import IndexWatcher, build_dialogue_manager
 from chatbot.store import Store, database_url
 from chatbot.web.app import create_app
+from chatbot.privacy import Masker
 from chatbot.web.security import RateLimiter, Tokens, load_secret
+from tests.pii import PII_MESSAGE, SECRETS
 
 SHOP = "https://shop.example.com"
 OTHER = "https://other.example.org"
@@ -163,6 +165,8 @@ def test_malformed_text_gets_a_clear_4xx_never_a_500(env):
     assert surrogate.status_code == 422 and "content" in surrogate.json()["error"] and "\\ud800" not in surrogate.text
     nul = client.post(f"/api/conversations/{conversation}/messages", content=b'{"content": "a\\u0000b"}', headers=headers)
     assert nul.status_code == 422 and "NUL" in nul.json()["error"]
+    lone = client.post(f"/api/conversations/{conversation}/messages", content='{"content": "a\ud800b"}'.encode("utf-8", "surrogatepass"), headers=headers)
+    assert lone.status_code in (400, 422) and lone.json()["error"], lone.text  # raw surrogate bytes: not UTF-8
     comment = client.post(f"/api/conversations/{conversation}/feedback", content=b'{"message_id": 1, "rating": "down", "comment": "\\udc00"}', headers=headers)
     assert comment.status_code == 422 and "comment" in comment.json()["error"]
     assert client.post(f"/api/conversations/{conversation}/messages", content=b"{not json", headers=headers).status_code == 422
@@ -211,12 +215,14 @@ def test_a_handoff_posts_a_notice_to_the_webhook(settings):
     client = TestClient(create_app(build_dialogue_manager(settings, FakeChatModel())))
     headers = session(client, shop)
     conversation = client.post("/api/conversations", headers=headers).json()["id"]
+    client.post(f"/api/conversations/{conversation}/messages", json={"content": PII_MESSAGE}, headers=headers)
     assert client.post(f"/api/conversations/{conversation}/handoff", headers=headers).json() == {"status": "handoff"}
     deadline = time.monotonic() + 10
     while not received and time.monotonic() < deadline:
         time.sleep(0.05)
     hook.shutdown()
-    assert received == [{"event": "handoff", "conversation_id": conversation, "site_key": shop}]
+    assert received == [{"event": "handoff", "conversation_id": conversation, "site_key": shop, "last_message": Masker().mask(PII_MESSAGE)}]
+    assert not any(s in json.dumps(received, ensure_ascii=False) for s in SECRETS)  # the webhook gets the masked text
 
 
 def test_the_api_is_described_in_openapi(env):

@@ -6,7 +6,7 @@ import pytest
 from chatbot.config import PROJECT_ROOT
 from chatbot.prompts import Prompts
 
-VARIABLES = {"business": "Shop", "sentences": ["Sentence one.", "Sentence two."], "title": "Returns", "quote": "A sentence.", "question": "Q?", "length": 3000, "limit": 2000}
+VARIABLES = {"business": "Shop", "sentences": ["Sentence one.", "Sentence two."], "title": "Returns", "quote": "A sentence.", "question": "Q?", "length": 3000, "limit": 2000, "wait": 12}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -6,7 +6,9 @@
  *
  * A bubble opens a panel in a shadow root (the host page's styles do not reach it). Answers stream
  * with their sources, thumbs up/down, and "talk to a person". The conversation is kept across
- * page loads of the same site (localStorage). Every text is set with textContent, never as HTML.
+ * page loads of the same site (localStorage). The visitor can download everything stored of their
+ * chats (JSON) and delete it (a second click confirms). Every text is set with textContent, never
+ * as HTML.
  */
 (function () {
   "use strict";
@@ -29,6 +31,9 @@
     sources: zh ? "来源" : "Sources", up: zh ? "有帮助" : "Helpful", down: zh ? "没帮助" : "Not helpful",
     agent: zh ? "客服" : "Agent", failed: zh ? "出错了，请稍后再试。" : "Something went wrong; please try again.",
     thanks: zh ? "谢谢反馈！" : "Thanks for the feedback!",
+    download: zh ? "下载我的对话" : "Download my chat", erase: zh ? "删除我的对话" : "Delete my chat",
+    confirm: zh ? "确定删除？再点一次" : "Delete everything? Click again",
+    erased: zh ? "您的对话已从我们的系统中删除。" : "Your chat was deleted from our systems.",
   };
   var storeKey = "kefu:" + cfg.siteKey;
   var state = load();
@@ -75,6 +80,9 @@
     "form{display:flex;gap:6px;padding:8px;border-top:1px solid #d0d7de}",
     "textarea{flex:1;resize:none;border:1px solid #d0d7de;border-radius:8px;padding:8px;font-size:14px;min-height:40px;max-height:120px}",
     ".send{background:" + cfg.color + ";color:#fff;border:0;border-radius:8px;padding:0 14px;cursor:pointer;font-size:14px}",
+    ".mine{display:flex;justify-content:center;gap:14px;margin:0 8px 6px}",
+    ".mine button{background:none;border:0;color:#57606a;font-size:12px;text-decoration:underline;cursor:pointer;padding:2px}",
+    ".mine button.armed{color:#b42318;font-weight:600}",
     ".person{margin:0 8px 8px;background:#fff;border:1px solid " + cfg.color + ";color:" + cfg.color + ";border-radius:8px;padding:6px;cursor:pointer;font-size:13px}",
   ].join("\n");
   root.appendChild(style);
@@ -107,7 +115,13 @@
   form.append(box, send);
   var person = el("button", "person", T.person);
   person.type = "button";
-  panel.append(header, log, form, person);
+  var mine = el("div", "mine");
+  var download = el("button", "download", T.download);
+  download.type = "button";
+  var erase = el("button", "erase", T.erase);
+  erase.type = "button";
+  mine.append(download, erase);
+  panel.append(header, log, form, person, mine);
   root.append(bubble, panel);
 
   function chatIcon() {  // drawn, not an emoji: no font needed
@@ -370,6 +384,38 @@
     start().then(function () {
       return api("/conversations/" + state.conversation + "/handoff", { method: "POST" });
     }).then(function () { poll(); follow("handoff"); }).catch(function (error) { note(error.message); });
+  });
+  download.addEventListener("click", function () {
+    session().then(function () { return api("/me/export"); }).then(function (r) { return r.blob(); }).then(function (blob) {
+      var link = el("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = "my-chat.json";
+      root.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
+    }).catch(function (error) { note(error.message); });
+  });
+  var disarm = null;
+  erase.addEventListener("click", function () {
+    if (!erase.classList.contains("armed")) {  // the first click asks, the second deletes
+      erase.classList.add("armed");
+      erase.textContent = T.confirm;
+      disarm = setTimeout(function () { erase.classList.remove("armed"); erase.textContent = T.erase; }, 5000);
+      return;
+    }
+    clearTimeout(disarm);
+    erase.classList.remove("armed");
+    erase.textContent = T.erase;
+    session().then(function () { return api("/me", { method: "DELETE" }); }).then(function () {
+      stopPolling();
+      state.conversation = null;
+      save();
+      ready = null;
+      lastId = 0;
+      while (log.firstChild) log.removeChild(log.firstChild);
+      note(T.erased);
+    }).catch(function (error) { note(error.message); });
   });
   if (state.conversation) start();  // a returning visitor: the conversation is there when the panel opens
 })();
