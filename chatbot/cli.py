@@ -1,5 +1,5 @@
 """The `chatbot` command: `serve`, `kb add|list|remove|rebuild`, `sitekey add|list|remove`,
-`privacy purge|export|erase`, `audit list|verify`, `ask`, `eval`.
+`privacy purge|export|erase`, `audit list|verify`, `user add|list|role|password|remove`, `ask`, `eval`.
 
 Errors Kefu raises on purpose print one line (`error: ...`) and exit with status 2.
 """
@@ -90,6 +90,27 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser("verify", help="check that no row was edited or deleted (exit 1 if one was)")
     verify.set_defaults(run=_audit_verify)
 
+    user = commands.add_parser("user", help="staff users of the admin page and their roles: owner, admin, agent, viewer")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_commands.add_parser("add", help="add a user (the password is asked for, or read from standard input with --password-stdin)")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", required=True, choices=["owner", "admin", "agent", "viewer"])
+    user_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user_add.set_defaults(run=_user_add)
+    user_list = user_commands.add_parser("list", help="list the users and their roles")
+    user_list.set_defaults(run=_user_list)
+    user_role = user_commands.add_parser("role", help="change a user's role")
+    user_role.add_argument("name")
+    user_role.add_argument("role", choices=["owner", "admin", "agent", "viewer"])
+    user_role.set_defaults(run=_user_role)
+    user_password = user_commands.add_parser("password", help="set a user's password")
+    user_password.add_argument("name")
+    user_password.add_argument("--password-stdin", action="store_true")
+    user_password.set_defaults(run=_user_password)
+    user_remove = user_commands.add_parser("remove", help="remove a user")
+    user_remove.add_argument("name")
+    user_remove.set_defaults(run=_user_remove)
+
     ask = commands.add_parser("ask", help="answer one question and print the answer")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print one JSON object: answer, mode, sources, timings")
@@ -128,7 +149,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     kb = KnowledgeBase(settings, manager.retriever.embedder)
     app = create_app(manager, IndexWatcher(kb, manager).start())
     url = f"http://{settings.server.host}:{settings.server.port}"
-    admin = f"{url}/admin" if settings.admin.password else "off (set CHATBOT_ADMIN_PASSWORD to turn it on)"
+    admin = f"{url}/admin" if settings.admin.password or _store(settings).users() else "off (`chatbot user add NAME --role owner`, or set CHATBOT_ADMIN_PASSWORD, to turn it on)"
     print(f"Kefu is serving the chat on {url}; admin page: {admin}; widget: {url}/widget.js (`chatbot sitekey add` makes a key)", file=sys.stderr, flush=True)
     # Open streams (a chat mid-answer, an idle browser tab) must not hold up a stop for long.
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=5)
@@ -308,6 +329,60 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     where = "rows were deleted from its end" if bad == -1 else f"row {bad} was edited, or a row before it deleted"
     print(f"the audit log was altered: {where} ({checked} rows checked)")
     return 1
+
+
+def _read_password(from_stdin: bool) -> str:
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise UserError("the two passwords differ; run the command again")
+    return first
+
+
+def _user_add(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.staff import hash_password
+
+    store = _store(settings)
+    store.add_user(args.name, args.role, hash_password(_read_password(args.password_stdin)))
+    store.audit(_cli_actor(), "user-add", args.name, detail={"role": args.role})
+    print(f"added {args.name} ({args.role}); they sign in at /admin")
+    return 0
+
+
+def _user_list(settings: Settings, args: argparse.Namespace) -> int:
+    for u in _store(settings).users():
+        print(f"{u.name}  {u.role}  added {u.created.isoformat(timespec='seconds')}Z")
+    return 0
+
+
+def _user_role(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    store.update_user(args.name, role=args.role)
+    store.audit(_cli_actor(), "user-role", args.name, detail={"role": args.role})
+    print(f"{args.name} is now {args.role}")
+    return 0
+
+
+def _user_password(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.staff import hash_password
+
+    store = _store(settings)
+    store.update_user(args.name, password_hash=hash_password(_read_password(args.password_stdin)))
+    store.audit(_cli_actor(), "user-password", args.name)
+    print(f"the password of {args.name} is changed")
+    return 0
+
+
+def _user_remove(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    if not store.remove_user(args.name):
+        raise UserError(f"no user '{args.name}'; `chatbot user list` shows them")
+    store.audit(_cli_actor(), "user-remove", args.name)
+    print(f"removed {args.name}")
+    return 0
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:

@@ -90,6 +90,14 @@ class Feedback(Base):
     created: Mapped[datetime] = mapped_column(default=_now)
 
 
+class StaffUser(Base):
+    __tablename__ = "staff_users"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # owner | admin | agent | viewer (chatbot/staff.py)
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -272,6 +280,40 @@ class Store:
                 bump(handed, "handed off")
         return [counts[d] for d in sorted(counts)]
 
+
+    # --- staff users ------------------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str) -> StaffUser:
+        user = StaffUser(name=name, role=role, password_hash=password_hash)
+        with self._session() as s:
+            if s.get(StaffUser, name) is not None:
+                raise UserError(f"there is already a user '{name}'; `chatbot user role` changes a role, `chatbot user password` a password")
+            s.add(user)
+        return user
+
+    def user(self, name: str) -> StaffUser | None:
+        with self._session() as s:
+            return s.get(StaffUser, name)
+
+    def users(self) -> list[StaffUser]:
+        with self._session() as s:
+            return list(s.scalars(select(StaffUser).order_by(StaffUser.name)))
+
+    def update_user(self, name: str, **fields: str) -> StaffUser:
+        with self._session() as s:
+            user = s.get(StaffUser, name)
+            if user is None:
+                raise UserError(f"no user '{name}'; `chatbot user list` shows them")
+            for key, value in fields.items():
+                setattr(user, key, value)
+            return user
+
+    def remove_user(self, name: str) -> bool:
+        with self._session() as s:
+            user = s.get(StaffUser, name)
+            if user is not None:
+                s.delete(user)
+            return user is not None
 
     # --- privacy: retention, export, erasure ------------------------------------------------------------
 

@@ -1,11 +1,18 @@
-"""The admin page (Gradio, at `/admin` behind the admin password), in three tabs:
+"""The admin page (Gradio, at `/admin`, for signed-in staff: `chatbot/staff.py`), in five tabs:
 
 - Knowledge base: the documents, uploads of several files at once with progress, replace (upload a
   file of the same name) and remove, rebuild, and the live index version. Every change goes
   through `KnowledgeBase`; the chat answers from the new version as soon as it is live.
 - Conversations: the inbox (filter: handed off, abstained, thumbs down), one conversation's
   messages, a reply to a handed-off customer, "hand back to the bot", and daily counts.
+  Export or erase one conversation's data.
 - Site keys: the keys websites embed the widget with, each with its allowed origins.
+- Staff: the users and their roles (owners only).
+- Audit log: who did what, filtered, and whether the chain holds (admins and owners).
+
+Each role sees only what it may do, and every action checks the role on the server again (`need`):
+a hidden button is not the only guard. Actions that change something, and views of a conversation,
+are written to the audit log with the staff user's name and masked address.
 
 Everything a customer, the bot or an admin wrote is shown as plain text (table cells), never as HTML."""
 
@@ -21,10 +28,44 @@ from chatbot.evaluation import calibration_lines
 from chatbot.index import live_manifest
 from chatbot.kb import KnowledgeBase, Report, Upload, chunks_label
 from chatbot.runtime import IndexWatcher
+from chatbot.privacy import mask_address
+from chatbot.staff import PERMISSIONS, ROLES, Accounts, allowed, check_role, hash_password
 from chatbot.store import Store
 from chatbot.web.chat_ui import as_text
 
 log = logging.getLogger(__name__)
+
+
+def requires(permission: str):
+    """Marks an admin action with the permission it checks (`need`); a test holds every action to
+    the role table."""
+    assert permission in PERMISSIONS
+
+    def mark(fn):
+        fn.permission = permission
+        return fn
+
+    return mark
+
+
+class Staff:
+    """Who is asking, from a Gradio request: their role, and the audit row of what they did."""
+
+    def __init__(self, accounts: Accounts, store: Store) -> None:
+        self.accounts, self.store = accounts, store
+
+    def need(self, request: gr.Request | None, permission: str) -> str:
+        """The signed-in user's name if their role has `permission`, else a `gr.Error`."""
+        name = getattr(request, "username", None) if request is not None else None
+        role = self.accounts.role(name)
+        if not allowed(role, permission):
+            raise gr.Error(f"Your role ({role or 'not signed in'}) may not do this: it needs {PERMISSIONS[permission]} or above. Ask an owner.")
+        return str(name)
+
+    def audit(self, request: gr.Request | None, action: str, target: str = "", detail: dict | None = None) -> None:
+        client = getattr(request, "client", None)
+        address = mask_address(getattr(client, "host", "") or "")
+        self.store.audit(getattr(request, "username", None) or "?", action, target, address, detail)
 COLUMNS = ["id", "name", "type", "chunks", "size", "added", "status"]
 
 
@@ -54,21 +95,30 @@ def report_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
-def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store) -> gr.Blocks:
-    """The admin page for `kb` and `store`; `watcher` moves the chat onto each new version at once."""
+def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store, accounts: Accounts) -> gr.Blocks:
+    """The admin page for `kb` and `store`; `watcher` moves the chat onto each new version at once;
+    `accounts` say who may do what."""
+    staff = Staff(accounts, store)
 
     def choices(rows: list[list]) -> gr.Dropdown:
         return gr.Dropdown(choices=[(f"{r[1]} · {r[0]}", r[0]) for r in rows if r[0]], value=None)
 
-    def refresh():
+    @requires("read")
+    def refresh(request: gr.Request):
+        staff.need(request, "read")
         rows, summary = document_rows(kb)
         return rows, summary, choices(rows)
 
-    def after(report: Report):
+    def after(report: Report, request: gr.Request, action: str):
         watcher.refresh()
-        return report_markdown(report), *refresh()
+        names = [d["name"] for d in report.added + report.replaced + report.removed]
+        if names or action == "kb-rebuild":
+            staff.audit(request, action, ", ".join(names)[:300], {"version": report.version})
+        return report_markdown(report), *refresh(request)
 
-    def upload(files: list[str] | None, progress=gr.Progress()):  # noqa: B008
+    @requires("knowledge")
+    def upload(files: list[str] | None, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        staff.need(request, "knowledge")
         if not files:
             raise gr.Error("Choose one or more files first.")
         uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files]
@@ -77,28 +127,35 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store) -> gr
             report = kb.add(uploads, progress=lambda fraction, text: progress(fraction, desc=text))
         except ChatbotError as e:
             raise gr.Error(str(e)) from e
-        return None, *after(report)
+        return None, *after(report, request, "kb-add")
 
-    def remove(doc_id: str | None):
+    @requires("knowledge")
+    def remove(doc_id: str | None, request: gr.Request):
+        staff.need(request, "knowledge")
         if not doc_id:
             raise gr.Error("Choose the document to remove first.")
         try:
-            return after(kb.remove(doc_id))
+            return after(kb.remove(doc_id), request, "kb-remove")
         except ChatbotError as e:
             raise gr.Error(str(e)) from e
 
-    def rebuild(progress=gr.Progress()):  # noqa: B008
+    @requires("knowledge")
+    def rebuild(request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        staff.need(request, "knowledge")
         try:
-            return after(kb.rebuild(progress=lambda fraction, text: progress(fraction, desc=text)))
+            return after(kb.rebuild(progress=lambda fraction, text: progress(fraction, desc=text)), request, "kb-rebuild")
         except ChatbotError as e:
             raise gr.Error(str(e)) from e
 
     with gr.Blocks(title="Kefu · admin") as ui:
-        gr.Markdown("## Kefu admin / 管理")
+        with gr.Row():
+            gr.Markdown("## Kefu admin / 管理")
+            who = gr.Markdown()
+            gr.Button("Sign out", link="/admin/logout", size="sm", scale=0)
         with gr.Tab("Knowledge base · 知识库"):
             summary = gr.Markdown()
             table = gr.Dataframe(headers=COLUMNS, label="Documents", interactive=False, wrap=True)
-            with gr.Row():
+            with gr.Row(visible=False) as changes:
                 with gr.Column(scale=3):
                     files = gr.File(
                         label="Upload documents: PDF, DOCX, Markdown, HTML, TXT, CSV, XLSX, JSON (a file with the name of a document replaces it)",
@@ -115,8 +172,19 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store) -> gr
         delete.click(remove, inputs=chosen, outputs=outputs, concurrency_id="kb", concurrency_limit=1)
         rebuild_button.click(rebuild, outputs=outputs, concurrency_id="kb", concurrency_limit=1)
         ui.load(refresh, outputs=[table, summary, chosen])
-        build_conversations_tab(store, ui)
-        build_site_keys_tab(store, ui)
+        shown = {"knowledge": [changes]}
+        for build in (build_conversations_tab, build_site_keys_tab, build_staff_tab, build_audit_tab):
+            for permission, parts in build(staff, ui).items():
+                shown.setdefault(permission, []).extend(parts)
+        order = [(p, c) for p, parts in shown.items() for c in parts]
+
+        def visibility(request: gr.Request):
+            """Each role sees only what it may do (the server checks again on every action)."""
+            name = getattr(request, "username", None)
+            role = accounts.role(name)
+            return [f"Signed in as **{as_text(str(name))}** ({role})", *(gr.update(visible=allowed(role, p)) for p, _ in order)]
+
+        ui.load(visibility, outputs=[who, *(c for _, c in order)])
     return ui
 
 
@@ -131,20 +199,26 @@ MESSAGE_COLUMNS = ["time", "who", "text", "mode", "sources"]
 FILTERS = {"All": "all", "Handed off (inbox)": "handoff", "Abstained": "abstained", "Thumbs down": "thumbs_down"}
 
 
-def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
-    """The inbox, one conversation with a reply box, and the daily counts."""
+def build_conversations_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
+    """The inbox, one conversation with a reply box, its export and erasure, and the daily counts."""
+    store = staff.store
 
-    def listing(filter_name: str):
+    @requires("read")
+    def listing(filter_name: str, request: gr.Request):
+        staff.need(request, "read")
         rows = store.list_conversations(FILTERS.get(filter_name, "all"))
         table = [[r["id"], r["status"], r["updated"].strftime("%Y-%m-%d %H:%M:%S"), r["messages"], r["first"][:120], r["site_key"]] for r in rows]
         return table, gr.Dropdown(choices=[(f"{r['first'][:50] or '(no question yet)'} · {r['status']} · {r['id'][:8]}", r["id"]) for r in rows])
 
-    def show(conversation_id: str | None):
+    @requires("read")
+    def show(conversation_id: str | None, request: gr.Request):
+        staff.need(request, "read")
         if not conversation_id:
             return [], ""
         conversation = store.conversation(conversation_id)
         if conversation is None:
             raise gr.Error("That conversation no longer exists.")
+        staff.audit(request, "view", f"conversation {conversation_id}")
         rows = [
             [m.created.strftime("%H:%M:%S"), m.role, m.content, m.mode or "", ", ".join(s.get("source", "") for s in (m.sources or []))]
             for m in store.messages(conversation_id)
@@ -152,7 +226,9 @@ def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
         note = "**Handed off**: the bot is quiet; your reply goes to the customer." if conversation.status == "handoff" else "The bot is answering this conversation."
         return rows, note
 
-    def reply(conversation_id: str | None, text: str):
+    @requires("reply")
+    def reply(conversation_id: str | None, text: str, request: gr.Request):
+        staff.need(request, "reply")
         if not conversation_id:
             raise gr.Error("Choose a conversation first.")
         if not text.strip():
@@ -161,15 +237,47 @@ def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
         if conversation is not None and conversation.status != "handoff":
             store.set_status(conversation_id, "handoff")  # a person answering takes the conversation over
         store.add_message(conversation_id, "agent", text.strip()[:4000])
-        return "", *show(conversation_id)
+        staff.audit(request, "reply", f"conversation {conversation_id}")
+        return "", *show(conversation_id, request)
 
-    def hand_back(conversation_id: str | None):
+    @requires("reply")
+    def hand_back(conversation_id: str | None, request: gr.Request):
+        staff.need(request, "reply")
         if not conversation_id:
             raise gr.Error("Choose a conversation first.")
         store.set_status(conversation_id, "bot")
-        return show(conversation_id)
+        staff.audit(request, "hand-back", f"conversation {conversation_id}")
+        return show(conversation_id, request)
 
-    def counts():
+    @requires("customer_data")
+    def export(conversation_id: str | None, request: gr.Request):
+        staff.need(request, "customer_data")
+        if not conversation_id:
+            raise gr.Error("Choose a conversation first.")
+        data = store.export(conversation_id=conversation_id)
+        staff.audit(request, "export", f"conversation {conversation_id}", {"conversations": len(data["conversations"])})
+        import json
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="kefu-export-"))
+        path = folder / f"conversation-{conversation_id[:8]}.json"
+        path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        return str(path)
+
+    @requires("customer_data")
+    def erase(conversation_id: str | None, confirmed: bool, filter_name: str, request: gr.Request):
+        staff.need(request, "customer_data")
+        if not conversation_id:
+            raise gr.Error("Choose a conversation first.")
+        if not confirmed:
+            raise gr.Error("Tick “I am sure” first: erasing cannot be undone.")
+        counts = store.erase(conversation_id=conversation_id, actor=getattr(request, "username", None) or "?", address=mask_address(getattr(getattr(request, "client", None), "host", "") or ""))
+        note = f"Erased conversation {conversation_id[:8]}: {counts['messages']} messages and {counts['feedback']} feedback deleted."
+        return note, False, [], *listing(filter_name, request)
+
+    @requires("read")
+    def counts(request: gr.Request):
+        staff.need(request, "read")
         import pandas as pd
 
         rows = store.daily_counts()
@@ -184,41 +292,60 @@ def build_conversations_tab(store: Store, ui: gr.Blocks) -> None:
         picked = gr.Dropdown(label="Conversation", choices=[])
         status = gr.Markdown()
         messages = gr.Dataframe(headers=MESSAGE_COLUMNS, label="Messages", interactive=False, wrap=True)
-        with gr.Row():
+        with gr.Row(visible=False) as replying:
             answer = gr.Textbox(label="Reply to the customer", lines=2, scale=4)
             send = gr.Button("Send reply", variant="primary", scale=1)
             back = gr.Button("Hand back to the bot", scale=1)
+        with gr.Row(visible=False) as data_row:
+            download = gr.Button("Export this conversation (JSON)", size="sm")
+            exported = gr.File(label="Export", interactive=False)
+            sure = gr.Checkbox(label="I am sure", value=False)
+            wipe = gr.Button("Erase this conversation", variant="stop", size="sm")
+        erased = gr.Markdown()
         plot = gr.BarPlot(x="day", y="count", color="what", label="Per day: conversations, answered, abstained, handed off")
         which.change(listing, inputs=which, outputs=[conversations, picked])
         reload.click(listing, inputs=which, outputs=[conversations, picked]).then(counts, outputs=plot)
         picked.change(show, inputs=picked, outputs=[messages, status])
         send.click(reply, inputs=[picked, answer], outputs=[answer, messages, status])
         back.click(hand_back, inputs=picked, outputs=[messages, status])
+        download.click(export, inputs=picked, outputs=exported)
+        wipe.click(erase, inputs=[picked, sure, which], outputs=[erased, sure, messages, conversations, picked])
         ui.load(listing, inputs=which, outputs=[conversations, picked]).then(counts, outputs=plot)
+    return {"reply": [replying], "customer_data": [data_row]}
 
 
-def build_site_keys_tab(store: Store, ui: gr.Blocks) -> None:
+def build_site_keys_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
     """Site keys and their allowed origins: what a website's widget tag carries."""
+    store = staff.store
 
-    def keys():
+    @requires("site_keys")
+    def keys(request: gr.Request):
+        if not allowed(staff.accounts.role(getattr(request, "username", None)), "site_keys"):
+            return [], gr.Dropdown(choices=[], value=None)  # the tab is hidden for this role
         sites = store.site_keys()
         return [[s.key, s.name, " ".join(s.origins), s.created.strftime("%Y-%m-%d")] for s in sites], gr.Dropdown(choices=[(f"{s.name} · {s.key}", s.key) for s in sites], value=None)
 
-    def create(name: str, origins: str):
+    @requires("site_keys")
+    def create(name: str, origins: str, request: gr.Request):
+        staff.need(request, "site_keys")
         try:
             site = store.create_site_key(name.strip() or "website", origins.split())
         except ChatbotError as e:
             raise gr.Error(str(e)) from e
+        staff.audit(request, "sitekey-add", f"{site.key} ({site.name})", {"origins": site.origins})
         snippet = f'<script src="https://YOUR-KEFU-HOST/widget.js" data-site-key="{site.key}" async></script>'
-        return f"Created `{site.key}` for {as_text(', '.join(site.origins))}. Paste into the website:\n\n```html\n{snippet}\n```", *keys()
+        return f"Created `{site.key}` for {as_text(', '.join(site.origins))}. Paste into the website:\n\n```html\n{snippet}\n```", *keys(request)
 
-    def delete(key: str | None):
+    @requires("site_keys")
+    def delete(key: str | None, request: gr.Request):
+        staff.need(request, "site_keys")
         if not key:
             raise gr.Error("Choose a site key first.")
         store.delete_site_key(key)
-        return f"Deleted `{key}`: widgets using it stop working.", *keys()
+        staff.audit(request, "sitekey-remove", key)
+        return f"Deleted `{key}`: widgets using it stop working.", *keys(request)
 
-    with gr.Tab("Site keys · 网站密钥"):
+    with gr.Tab("Site keys · 网站密钥", visible=False) as tab:
         table = gr.Dataframe(headers=["key", "name", "allowed origins", "created"], label="Site keys", interactive=False)
         with gr.Row():
             name = gr.Textbox(label="Website name")
@@ -231,3 +358,112 @@ def build_site_keys_tab(store: Store, ui: gr.Blocks) -> None:
         make.click(create, inputs=[name, origins], outputs=[note, table, chosen])
         drop.click(delete, inputs=chosen, outputs=[note, table, chosen])
         ui.load(keys, outputs=[table, chosen])
+    return {"site_keys": [tab]}
+
+
+def build_staff_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
+    """Staff users and their roles; owners only."""
+    store = staff.store
+
+    @requires("users")
+    def names(request: gr.Request):
+        if not allowed(staff.accounts.role(getattr(request, "username", None)), "users"):
+            return [], gr.Dropdown(choices=[], value=None)  # the tab is hidden for this role
+        users = store.users()
+        return [[u.name, u.role, u.created.strftime("%Y-%m-%d")] for u in users], gr.Dropdown(choices=[u.name for u in users], value=None)
+
+    @requires("users")
+    def add(name: str, role: str, password: str, request: gr.Request):
+        staff.need(request, "users")
+        name = name.strip()
+        if not name:
+            raise gr.Error("Write the new user's name first.")
+        try:
+            store.add_user(name, check_role(role), hash_password(password))
+        except ChatbotError as e:
+            raise gr.Error(str(e)) from e
+        staff.audit(request, "user-add", name, {"role": role})
+        return f"Added {as_text(name)} as {role}.", "", "", *names(request)
+
+    @requires("users")
+    def change(name: str | None, role: str, request: gr.Request):
+        staff.need(request, "users")
+        if not name:
+            raise gr.Error("Choose a user first.")
+        try:
+            store.update_user(name, role=check_role(role))
+        except ChatbotError as e:
+            raise gr.Error(str(e)) from e
+        staff.audit(request, "user-role", name, {"role": role})
+        return f"{as_text(name)} is now {role}.", *names(request)
+
+    @requires("users")
+    def drop(name: str | None, request: gr.Request):
+        staff.need(request, "users")
+        if not name:
+            raise gr.Error("Choose a user first.")
+        if name == getattr(request, "username", None):
+            raise gr.Error("You cannot remove yourself; another owner can.")
+        store.remove_user(name)
+        staff.audit(request, "user-remove", name)
+        return f"Removed {as_text(name)}.", *names(request)
+
+    with gr.Tab("Staff · 员工", visible=False) as tab:
+        table = gr.Dataframe(headers=["name", "role", "created"], label="Staff users", interactive=False)
+        gr.Markdown("Roles: **viewer** reads · **agent** also answers handed-off customers · **admin** also manages knowledge, site keys and customers' data, and reads the audit log · **owner** also manages staff.")
+        with gr.Row():
+            new_name = gr.Textbox(label="Name")
+            new_role = gr.Dropdown(label="Role", choices=list(ROLES), value="agent")
+            new_password = gr.Textbox(label="Password (at least 12 characters)", type="password")
+            make = gr.Button("Add user", variant="primary")
+        with gr.Row():
+            chosen = gr.Dropdown(label="User", choices=[])
+            role = gr.Dropdown(label="New role", choices=list(ROLES), value="viewer")
+            set_role = gr.Button("Change role")
+            remove = gr.Button("Remove user", variant="stop")
+        note = gr.Markdown()
+        make.click(add, inputs=[new_name, new_role, new_password], outputs=[note, new_name, new_password, table, chosen])
+        set_role.click(change, inputs=[chosen, role], outputs=[note, table, chosen])
+        remove.click(drop, inputs=chosen, outputs=[note, table, chosen])
+        ui.load(names, outputs=[table, chosen])
+    return {"users": [tab]}
+
+
+AUDIT_COLUMNS = ["id", "time (UTC)", "who", "action", "target", "address", "detail"]
+AUDIT_ACTIONS = ["(all)", "sign-in", "sign-in-failed", "sign-in-refused", "view", "reply", "hand-back", "export", "erase", "purge", "kb-add", "kb-remove", "kb-rebuild", "sitekey-add", "sitekey-remove", "user-add", "user-role", "user-password", "user-remove"]
+
+
+def build_audit_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
+    """The audit log, newest first, filtered by action or user, and a check of its chain."""
+    store = staff.store
+
+    @requires("audit")
+    def rows(action: str, actor: str, request: gr.Request):
+        if not allowed(staff.accounts.role(getattr(request, "username", None)), "audit"):
+            return []  # the tab is hidden for this role
+        import json
+
+        entries = store.audit_log(500, action="" if action == "(all)" else action, actor=actor.strip())
+        return [[e.id, e.at.strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.action, e.target, e.address, json.dumps(e.detail, ensure_ascii=False)] for e in entries]
+
+    @requires("audit")
+    def verify(request: gr.Request):
+        staff.need(request, "audit")
+        checked, bad = store.verify_audit()
+        if bad is None:
+            return f"The chain holds: {checked} rows, each chained to the one before."
+        return f"**The audit log was altered**: {'rows were deleted from its end' if bad == -1 else f'row {bad} was edited, or a row before it deleted'}."
+
+    with gr.Tab("Audit log · 审计日志", visible=False) as tab:
+        with gr.Row():
+            action = gr.Dropdown(label="Action", choices=AUDIT_ACTIONS, value="(all)")
+            actor = gr.Textbox(label="Who (exact name)")
+            reload = gr.Button("Refresh", size="sm")
+            check = gr.Button("Verify the chain", size="sm")
+        checked = gr.Markdown()
+        table = gr.Dataframe(headers=AUDIT_COLUMNS, label="Audit log (newest first)", interactive=False, wrap=True, max_height=500)
+        for trigger in (action.change, actor.submit, reload.click):
+            trigger(rows, inputs=[action, actor], outputs=table)
+        check.click(verify, outputs=checked)
+        ui.load(rows, inputs=[action, actor], outputs=table)
+    return {"audit": [tab]}

@@ -1,5 +1,5 @@
 """The web app: FastAPI with the API for websites at `/api` and the widget at `/widget.js`, the
-Gradio chat page mounted at `/`, the admin page at `/admin` (when an admin password is set) and a
+Gradio chat page mounted at `/`, the admin page at `/admin` (when a staff user or an admin password exists) and a
 health check at `/healthz`; OpenAPI at `/openapi.json`."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from chatbot.runtime import IndexWatcher
 from chatbot.store import Store, database_url
 from chatbot.web.api import add_api
 from chatbot.web.chat_ui import build_chat_ui
-from chatbot.web.security import BodyLimit, Tokens, load_secret
+from chatbot.staff import Accounts, LoginGuard
+from chatbot.web.security import BodyLimit, SignInGuard, Tokens, load_secret
 
 log = logging.getLogger(__name__)
 WIDGET = Path(__file__).with_name("static") / "widget.js"
@@ -29,9 +30,10 @@ WIDGET = Path(__file__).with_name("static") / "widget.js"
 ADMIN_OFF = """<!doctype html><html><head><meta charset="utf-8"><title>Kefu admin is off</title></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
 <h2>The admin page is off</h2>
-<p>No admin password is set. Start Kefu with one to turn the admin page on, for example:</p>
+<p>No staff user exists and no admin password is set. Add a user, or start Kefu with a password, for example:</p>
+<pre>chatbot user add alice --role owner</pre>
 <pre>CHATBOT_ADMIN_PASSWORD='a long secret' make run</pre>
-<p>Then sign in here as <code>admin</code> (or the name in <code>admin.user</code>) with that password.
+<p>Then sign in here as that user, or as <code>admin</code> (the name in <code>admin.user</code>) with that password.
 Documents can also be managed from the command line: <code>chatbot kb add|list|remove|rebuild</code>.</p>
 </body></html>"""
 
@@ -87,14 +89,16 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
         return {"status": "ok", "index_version": index.version, "chunks": len(index.chunks), "model": manager.model.name}
 
     if watcher is not None:
-        if settings.admin.password:
+        accounts = Accounts(store, settings.admin.user, settings.admin.password)
+        if accounts.any():
             from chatbot.web.admin import build_admin_ui
 
-            admin = build_admin_ui(watcher.kb, watcher, store)
+            admin = build_admin_ui(watcher.kb, watcher, store, accounts)
             admin.queue(default_concurrency_limit=2)
             # Gradio refuses far larger files itself; those just over the limit get Kefu's own message.
             limit = int(2 * settings.kb.max_file_mb * 2**20)
-            gr.mount_gradio_app(app, admin, path="/admin", auth=(settings.admin.user, settings.admin.password), max_file_size=limit, footer_links=[])
+            gr.mount_gradio_app(app, admin, path="/admin", auth=accounts.verify, max_file_size=limit, footer_links=[])
+            app.add_middleware(SignInGuard, path="/admin/login", guard=LoginGuard(), audit=lambda who, action, address: store.audit(who, action, "admin page", address))
         else:
 
             @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)

@@ -152,3 +152,56 @@ class BodyLimit:
         body = json.dumps({"error": text}).encode()
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class SignInGuard:
+    """ASGI middleware in front of the admin page's sign-in (`POST <path>`): a client address or an
+    account locked out by `LoginGuard` gets 429 with Retry-After before the password is checked;
+    each outcome is counted, and written to the audit log (`audit(actor, action, address)`) with
+    the address masked."""
+
+    def __init__(self, app, path: str, guard, audit) -> None:
+        self.app, self.path, self.guard, self.audit = app, path, guard, audit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        import anyio
+        from urllib.parse import parse_qs
+
+        from chatbot.privacy import mask_address
+
+        body, more = b"", True
+        while more and len(body) <= 16_384:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        name = (parse_qs(body.decode("utf-8", "replace")).get("username") or [""])[0].strip()[:64]
+        address = (scope.get("client") or ("?", 0))[0]
+        keys = (f"account:{name}", f"address:{address}")
+        wait = self.guard.wait(*keys)
+        if wait:
+            await anyio.to_thread.run_sync(self.audit, name or "?", "sign-in-refused", mask_address(address))
+            text = json.dumps({"detail": f"Too many failed sign-ins: try again in {wait:.0f} s."}).encode()
+            headers = [(b"content-type", b"application/json"), (b"retry-after", str(max(1, round(wait))).encode()), (b"content-length", str(len(text)).encode())]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": text})
+            return
+        status = []
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, replay, watch)
+        if status and status[0] == 200:
+            self.guard.succeeded(*keys)
+            await anyio.to_thread.run_sync(self.audit, name, "sign-in", mask_address(address))
+        elif status and status[0] in (400, 401):
+            self.guard.failed(*keys)
+            await anyio.to_thread.run_sync(self.audit, name or "?", "sign-in-failed", mask_address(address))

@@ -3,6 +3,7 @@ SQLite file: retention, export and erasure per visitor, the hash-chained audit l
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import time
@@ -196,3 +197,29 @@ def test_two_stores_on_one_file_keep_one_chain(tmp_path):
     for t in threads:
         t.join()
     assert stores[0].verify_audit() == (40, None)
+
+
+def test_the_privacy_and_audit_commands(tmp_path, monkeypatch, capsys):
+    from chatbot.cli import main
+
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path))
+    store = Store(database_url("", tmp_path))
+    mine, _ = _conversation(store, "visitor-a", "question of visitor a")
+    _conversation(store, "visitor-b", "question of visitor b")
+    _conversation(store, "visitor-c", "a year-old question", updated=datetime.now() - timedelta(days=365))
+    assert main(["--profile", "test", "privacy", "purge"]) == 0
+    assert "purged 1 conversations (2 messages, 1 feedback) not updated for 180 days" in capsys.readouterr().out
+    assert main(["--profile", "test", "privacy", "export", "--conversation", mine.id]) == 0
+    assert json.loads(capsys.readouterr().out)["conversations"][0]["messages"][0]["content"] == "question of visitor a"
+    assert main(["--profile", "test", "privacy", "erase", "--visitor", "visitor-a"]) == 0
+    assert "erased 1 conversations (2 messages, 1 feedback)" in capsys.readouterr().out
+    assert main(["--profile", "test", "privacy", "erase", "--visitor", "visitor-a"]) == 1  # nothing left to erase
+    assert store.conversation(mine.id) is None and len(store.export(visitor="visitor-b")["conversations"]) == 1
+    capsys.readouterr()
+    assert main(["--profile", "test", "audit", "list"]) == 0
+    assert [line.split()[3] for line in capsys.readouterr().out.splitlines()] == ["erase", "erase", "export", "purge"]
+    assert main(["--profile", "test", "audit", "verify"]) == 0
+    with sqlite3.connect(tmp_path / "kefu.db") as db:
+        db.execute("UPDATE audit_log SET actor = 'someone else' WHERE action = 'export'")
+    assert main(["--profile", "test", "audit", "verify"]) == 1
+    assert "row 2 was edited" in capsys.readouterr().out
