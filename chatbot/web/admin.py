@@ -443,7 +443,7 @@ def build_audit_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
             return []  # the tab is hidden for this role
         import json
 
-        entries = store.audit_log(500, action="" if action == "(all)" else action, actor=actor.strip())
+        entries = store.audit_log(500, action="" if action in (None, "(all)") else action, actor=(actor or "").strip())
         return [[e.id, e.at.strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.action, e.target, e.address, json.dumps(e.detail, ensure_ascii=False)] for e in entries]
 
     @requires("audit")

@@ -168,7 +168,7 @@ class SignInGuard:
             await self.app(scope, receive, send)
             return
         import anyio
-        from urllib.parse import parse_qs
+        from starlette.requests import Request
 
         from chatbot.privacy import mask_address
 
@@ -177,7 +177,14 @@ class SignInGuard:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        name = (parse_qs(body.decode("utf-8", "replace")).get("username") or [""])[0].strip()[:64]
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:  # the sign-in page sends multipart form data, a script may send urlencoded
+            name = str((await Request(scope, replay).form()).get("username") or "").strip()[:64]
+        except Exception:  # not a form: Gradio answers it
+            name = ""
         address = (scope.get("client") or ("?", 0))[0]
         keys = (f"account:{name}", f"address:{address}")
         wait = self.guard.wait(*keys)
@@ -189,9 +196,6 @@ class SignInGuard:
             await send({"type": "http.response.body", "body": text})
             return
         status = []
-
-        async def replay():
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def watch(message):
             if message["type"] == "http.response.start":

@@ -65,3 +65,14 @@ def test_an_admin_signs_in_uploads_a_batch_sees_each_outcome_and_removes_a_docum
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Remove document"))
     wait.until(lambda d: "Removed seed-kits.csv" in _text(d))
     assert "seed-kits.csv" not in _chat_answer(server)
+
+    # An owner (the admin password) sees the staff and the audit log: what was just done is in it.
+    click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Staff" in b.text))
+    wait.until(lambda d: "Roles: viewer reads" in _text(d))
+    browser.save_screenshot(str(shot_dir / "admin-staff.png"))
+    click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Audit log" in b.text))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Refresh" and b.is_displayed()))
+    wait.until(lambda d: "kb-remove" in _text(d) and "kb-add" in _text(d) and "sign-in" in _text(d))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Verify the chain"))
+    wait.until(lambda d: "The chain holds" in _text(d))
+    browser.save_screenshot(str(shot_dir / "admin-audit.png"))

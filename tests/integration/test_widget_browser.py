@@ -196,3 +196,40 @@ def test_markup_stays_text_and_a_handoff_reply_from_the_admin_page_appears(host_
     assert not root.find_elements(By.CSS_SELECTOR, "img, script, b")
     browser.save_screenshot(str(_shots() / "widget-handoff.png"))
     assert run_cli("kb", "remove", "markup-test.csv", data_dir=serve_data).returncode == 0
+
+
+def test_a_visitor_downloads_their_chat_masked_and_deletes_it(host_page, browser, serve_data, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from chatbot.store import Store, database_url
+    from tests.pii import PII_MESSAGE, SECRETS
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.set_window_size(1200, 900)
+    browser.get(host_page)
+    browser.execute_script("localStorage.clear()")  # a new visitor
+    browser.refresh()
+    root = _open(browser)
+    _ask(browser, root, "How long does standard delivery take? " + PII_MESSAGE, "")
+    assert PII_MESSAGE in _log_text(root)  # the visitor's own view shows what they typed
+    visitor = json.loads(browser.execute_script("return Object.values(localStorage)[0]"))["visitor"]
+
+    next(b for b in root.find_elements(By.CSS_SELECTOR, ".mine button") if b.text == "Download my chat").click()
+    WebDriverWait(browser, 30).until(lambda _d: (downloads / "my-chat.json").is_file())
+    exported = (downloads / "my-chat.json").read_text(encoding="utf-8")
+    assert "How long does standard delivery take?" in exported and "[card ••••0128]" in exported
+    assert not any(secret in exported for secret in SECRETS)  # stored masked, so exported masked
+
+    erase = next(b for b in root.find_elements(By.CSS_SELECTOR, ".mine button") if b.text == "Delete my chat")
+    erase.click()
+    assert erase.text == "Delete everything? Click again"  # the first click only asks
+    browser.save_screenshot(str(_shots() / "widget-delete.png"))
+    erase.click()
+    WebDriverWait(browser, 30).until(lambda _d: "Your chat was deleted" in _log_text(root))
+    assert "How long does standard delivery take?" not in _log_text(root)
+    store = Store(database_url("", serve_data))
+    assert store.export(visitor=visitor)["conversations"] == []
+    assert store.audit_log(action="erase")[0].actor == f"visitor:{visitor}"

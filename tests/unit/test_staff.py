@@ -162,11 +162,16 @@ def test_the_lock_out_starts_after_the_free_tries_and_doubles():
 
 def test_repeated_wrong_passwords_lock_the_sign_in_and_every_try_is_audited(settings, staffed):
     client = TestClient(create_app(*_app_parts(settings)))
-    for _ in range(FREE_TRIES):
-        assert client.post("/admin/login", data={"username": "agent-user", "password": "not the password"}).status_code == 400
+    for n in range(FREE_TRIES):  # the sign-in page sends multipart form data, a script may send urlencoded
+        wrong = {"username": "agent-user", "password": "not the password"}
+        sent = client.post("/admin/login", files={k: (None, v) for k, v in wrong.items()}) if n % 2 else client.post("/admin/login", data=wrong)
+        assert sent.status_code == 400
     locked = client.post("/admin/login", data={"username": "agent-user", "password": PASSWORD})
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= FIRST_LOCK_S - 1 and "Too many failed sign-ins" in locked.text
     actions = [e.action for e in staffed.audit_log(action="")]
     assert actions.count("sign-in-failed") == FREE_TRIES and actions[0] == "sign-in-refused"
+    assert {e.actor for e in staffed.audit_log(action="sign-in-failed")} == {"agent-user"}
+    other = client.post("/admin/login", data={"username": "admin-user", "password": PASSWORD})
+    assert other.status_code == 429  # the same address is locked out too, whichever the account
     assert staffed.audit_log(action="sign-in-failed")[0].address == "x"  # the test client's address, masked
     assert staffed.verify_audit()[1] is None
