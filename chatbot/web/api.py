@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -56,8 +56,11 @@ class MessageRequest(BaseModel):
     content: str = Field(max_length=100_000)
 
 
+MAX_ID = 2**63 - 1  # the database's integers: a larger id is a 422, not an overflow
+
+
 class FeedbackRequest(BaseModel):
-    message_id: int
+    message_id: int = Field(ge=1, le=MAX_ID)
     rating: Literal["up", "down"]
     comment: str = Field("", max_length=2000)
 
@@ -145,7 +148,7 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
         return {"id": conversation.id, "status": conversation.status}
 
     @router.get("/conversations/{conversation_id}")
-    def get_conversation(conversation_id: str, after: int = 0, who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
+    def get_conversation(conversation_id: str, after: int = Query(0, ge=0, le=MAX_ID), who: Visitor = Depends(visitor)) -> dict:  # noqa: B008
         conversation = own(conversation_id, who)
         return {"id": conversation.id, "status": conversation.status, "messages": [_message(m) for m in store.messages(conversation.id, after)]}
 
