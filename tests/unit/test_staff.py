@@ -175,3 +175,35 @@ def test_repeated_wrong_passwords_lock_the_sign_in_and_every_try_is_audited(sett
     assert other.status_code == 429  # the same address is locked out too, whichever the account
     assert staffed.audit_log(action="sign-in-failed")[0].address == "x"  # the test client's address, masked
     assert staffed.verify_audit()[1] is None
+
+
+def test_an_admin_exports_and_erases_a_conversation_from_the_admin_page(settings, staffed):
+    conversation = staffed.create_conversation("chat-page", "chat-page")
+    staffed.add_message(conversation.id, "user", "a question to erase")
+    actions = _actions(_admin_ui(settings, staffed))
+    admin = SimpleNamespace(username="admin-user", client=SimpleNamespace(host="203.0.113.9"))
+    exported = actions["export"](conversation.id, admin)
+    assert "a question to erase" in open(exported, encoding="utf-8").read()
+    with pytest.raises(gr.Error, match="I am sure"):
+        actions["erase"](conversation.id, False, "All", admin)
+    note, *_ = actions["erase"](conversation.id, True, "All", admin)
+    assert "1 messages" in note and staffed.conversation(conversation.id) is None
+    rows = {(e.action, e.actor, e.address) for e in staffed.audit_log()}
+    assert {("export", "admin-user", "203.0.113.x"), ("erase", "admin-user", "203.0.113.x")} <= rows
+
+
+def test_the_server_applies_the_retention_period_when_it_starts(settings, staffed):
+    from datetime import datetime, timedelta
+
+    from chatbot.store import Conversation
+
+    old = staffed.create_conversation("chat-page", "chat-page")
+    with staffed._session() as s:
+        s.get(Conversation, old.id).updated = datetime.now() - timedelta(days=settings.privacy.retention_days + 1)
+    with TestClient(create_app(*_app_parts(settings))):  # started: the daily purge runs once at once
+        import time
+
+        deadline = time.monotonic() + 10
+        while staffed.conversation(old.id) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert staffed.conversation(old.id) is None and staffed.audit_log(action="purge")[0].actor == "system"
