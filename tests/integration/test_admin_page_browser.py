@@ -69,10 +69,15 @@ def test_an_admin_signs_in_uploads_a_batch_sees_each_outcome_and_removes_a_docum
     # An owner (the admin password) sees the staff and the audit log: what was just done is in it.
     click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Staff" in b.text))
     wait.until(lambda d: "Roles: viewer reads" in _text(d))
+    visible = [i for i in browser.find_elements(By.CSS_SELECTOR, "textarea, input[type=password]") if i.is_displayed()]
+    visible[0].send_keys("mia")
+    next(i for i in visible if i.get_attribute("type") == "password").send_keys("a long agent password")
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Add user"))
+    wait.until(lambda d: "Added mia as agent" in _text(d))
     browser.save_screenshot(str(shot_dir / "admin-staff.png"))
     click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Audit log" in b.text))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Refresh" and b.is_displayed()))
-    wait.until(lambda d: "kb-remove" in _text(d) and "kb-add" in _text(d) and "sign-in" in _text(d))
+    wait.until(lambda d: all(a in _text(d) for a in ("kb-remove", "kb-add", "sign-in", "user-add")))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Verify the chain"))
     wait.until(lambda d: "The chain holds" in _text(d))
     browser.save_screenshot(str(shot_dir / "admin-audit.png"))
