@@ -5,7 +5,7 @@
   through `KnowledgeBase`; the chat answers from the new version as soon as it is live.
 - Conversations: the inbox (filter: handed off, abstained, thumbs down), one conversation's
   messages, a reply to a handed-off customer, "hand back to the bot", and daily counts.
-  Export or erase one conversation's data.
+  Export or erase one conversation's data, or every conversation of its visitor.
 - Site keys: the keys websites embed the widget with, each with its allowed origins.
 - Staff: the users and their roles (owners only).
 - Audit log: who did what, filtered, and whether the chain holds (admins and owners).
@@ -31,7 +31,7 @@ from chatbot.runtime import IndexWatcher
 from chatbot.privacy import mask_address
 from chatbot.staff import PERMISSIONS, ROLES, Accounts, allowed, check_role, hash_password
 from chatbot.store import Store
-from chatbot.web.chat_ui import as_text
+from chatbot.web.chat_ui import CHAT_PAGE, as_text
 
 log = logging.getLogger(__name__)
 
@@ -249,30 +249,45 @@ def build_conversations_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
         staff.audit(request, "hand-back", f"conversation {conversation_id}")
         return show(conversation_id, request)
 
-    @requires("customer_data")
-    def export(conversation_id: str | None, request: gr.Request):
-        staff.need(request, "customer_data")
+    def chosen(conversation_id: str | None, whole_visitor: bool) -> dict:
+        """What an export or erasure covers: the conversation, or every conversation of its visitor
+        on its site key (not on the chat page, whose conversations share one visitor name)."""
         if not conversation_id:
             raise gr.Error("Choose a conversation first.")
-        data = store.export(conversation_id=conversation_id)
-        staff.audit(request, "export", f"conversation {conversation_id}", {"conversations": len(data["conversations"])})
+        conversation = store.conversation(conversation_id)
+        if conversation is None:
+            raise gr.Error("That conversation no longer exists.")
+        if not whole_visitor:
+            return {"conversation_id": conversation_id}
+        if conversation.site_key == CHAT_PAGE:
+            raise gr.Error("Chat-page conversations have no visitor of their own: export or erase them one by one.")
+        return {"site_key": conversation.site_key, "visitor": conversation.visitor}
+
+    def scope(which: dict) -> str:
+        return f"conversation {which['conversation_id']}" if "conversation_id" in which else f"visitor {which['visitor']} of {which['site_key']}"
+
+    @requires("customer_data")
+    def export(conversation_id: str | None, whole_visitor: bool, request: gr.Request):
+        staff.need(request, "customer_data")
+        which = chosen(conversation_id, whole_visitor)
+        data = store.export(**which)
+        staff.audit(request, "export", scope(which), {"conversations": len(data["conversations"])})
         import json
         import tempfile
 
         folder = Path(tempfile.mkdtemp(prefix="kefu-export-"))
-        path = folder / f"conversation-{conversation_id[:8]}.json"
+        path = folder / (f"visitor-{which['visitor'][:12]}.json" if "visitor" in which else f"conversation-{conversation_id[:8]}.json")
         path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
         return str(path)
 
     @requires("customer_data")
-    def erase(conversation_id: str | None, confirmed: bool, filter_name: str, request: gr.Request):
+    def erase(conversation_id: str | None, whole_visitor: bool, confirmed: bool, filter_name: str, request: gr.Request):
         staff.need(request, "customer_data")
-        if not conversation_id:
-            raise gr.Error("Choose a conversation first.")
+        which = chosen(conversation_id, whole_visitor)
         if not confirmed:
             raise gr.Error("Tick “I am sure” first: erasing cannot be undone.")
-        counts = store.erase(conversation_id=conversation_id, actor=getattr(request, "username", None) or "?", address=mask_address(getattr(getattr(request, "client", None), "host", "") or ""))
-        note = f"Erased conversation {conversation_id[:8]}: {counts['messages']} messages and {counts['feedback']} feedback deleted."
+        counts = store.erase(**which, actor=getattr(request, "username", None) or "?", address=mask_address(getattr(getattr(request, "client", None), "host", "") or ""))
+        note = f"Erased {scope(which)}: {counts['conversations']} conversations, {counts['messages']} messages and {counts['feedback']} feedback deleted."
         return note, False, [], *listing(filter_name, request)
 
     @requires("read")
@@ -299,6 +314,7 @@ def build_conversations_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
         with gr.Row(visible=False) as data_row:
             download = gr.Button("Export this conversation (JSON)", size="sm")
             exported = gr.File(label="Export", interactive=False)
+            whole = gr.Checkbox(label="Every conversation of this visitor", value=False)
             sure = gr.Checkbox(label="I am sure", value=False)
             wipe = gr.Button("Erase this conversation", variant="stop", size="sm")
         erased = gr.Markdown()
@@ -308,8 +324,8 @@ def build_conversations_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
         picked.change(show, inputs=picked, outputs=[messages, status])
         send.click(reply, inputs=[picked, answer], outputs=[answer, messages, status])
         back.click(hand_back, inputs=picked, outputs=[messages, status])
-        download.click(export, inputs=picked, outputs=exported)
-        wipe.click(erase, inputs=[picked, sure, which], outputs=[erased, sure, messages, conversations, picked])
+        download.click(export, inputs=[picked, whole], outputs=exported)
+        wipe.click(erase, inputs=[picked, whole, sure, which], outputs=[erased, sure, messages, conversations, picked])
         ui.load(listing, inputs=which, outputs=[conversations, picked]).then(counts, outputs=plot)
     return {"reply": [replying], "customer_data": [data_row]}
 

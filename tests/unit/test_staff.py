@@ -177,19 +177,28 @@ def test_repeated_wrong_passwords_lock_the_sign_in_and_every_try_is_audited(sett
     assert staffed.verify_audit()[1] is None
 
 
-def test_an_admin_exports_and_erases_a_conversation_from_the_admin_page(settings, staffed):
+def test_an_admin_exports_and_erases_a_conversation_or_a_visitor_from_the_admin_page(settings, staffed):
     conversation = staffed.create_conversation("chat-page", "chat-page")
     staffed.add_message(conversation.id, "user", "a question to erase")
+    first, second, other = (staffed.create_conversation("sk_shop", v) for v in ("visitor-a", "visitor-a", "visitor-b"))
+    for c in (first, second, other):
+        staffed.add_message(c.id, "user", f"question of {c.visitor}")
     actions = _actions(_admin_ui(settings, staffed))
     admin = SimpleNamespace(username="admin-user", client=SimpleNamespace(host="203.0.113.9"))
-    exported = actions["export"](conversation.id, admin)
+    exported = actions["export"](conversation.id, False, admin)
     assert "a question to erase" in open(exported, encoding="utf-8").read()
     with pytest.raises(gr.Error, match="I am sure"):
-        actions["erase"](conversation.id, False, "All", admin)
-    note, *_ = actions["erase"](conversation.id, True, "All", admin)
+        actions["erase"](conversation.id, False, False, "All", admin)
+    with pytest.raises(gr.Error, match="no visitor of their own"):  # chat-page conversations share one visitor name
+        actions["erase"](conversation.id, True, True, "All", admin)
+    note, *_ = actions["erase"](conversation.id, False, True, "All", admin)
     assert "1 messages" in note and staffed.conversation(conversation.id) is None
+    assert open(actions["export"](first.id, True, admin), encoding="utf-8").read().count("question of visitor-a") == 2
+    note, *_ = actions["erase"](first.id, True, True, "All", admin)
+    assert "2 conversations" in note and staffed.conversation(second.id) is None and staffed.conversation(other.id) is not None
     rows = {(e.action, e.actor, e.address) for e in staffed.audit_log()}
     assert {("export", "admin-user", "203.0.113.x"), ("erase", "admin-user", "203.0.113.x")} <= rows
+    assert staffed.audit_log(action="erase")[0].target == "visitor visitor-a of sk_shop"
 
 
 def test_the_server_applies_the_retention_period_when_it_starts(settings, staffed):
