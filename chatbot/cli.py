@@ -160,9 +160,10 @@ def _knowledge_base(settings: Settings, progress: bool = False):
     """The knowledge base, made ready first (built from the knowledge folder on a new data dir)."""
     from chatbot.embeddings import make_embeddings
     from chatbot.kb import KnowledgeBase
+    from chatbot.runtime import audit_folder_sync
 
     kb = KnowledgeBase(settings, make_embeddings(settings.embeddings, settings.model_cache_dir))
-    kb.open(progress=_progress_printer(progress))
+    kb.open(progress=_progress_printer(progress), on_sync=audit_folder_sync(settings))
     return kb
 
 

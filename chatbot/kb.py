@@ -159,9 +159,10 @@ class KnowledgeBase:
         with self._writing():
             return self._rebuild(self._live_or_none(), progress)
 
-    def open(self, knowledge_dir: Path | None = None, progress: Progress | None = None) -> KnowledgeIndex:
+    def open(self, knowledge_dir: Path | None = None, progress: Progress | None = None, on_sync: Callable[[Report], None] | None = None) -> KnowledgeIndex:
         """The live index, made ready first: rebuilt when the embedder or chunker changed, and
-        brought in line with the knowledge folder."""
+        brought in line with the knowledge folder (`on_sync` gets the report of a change it made:
+        the audit log's "kb-sync" row, `runtime.audit_folder_sync`)."""
         knowledge_dir = knowledge_dir or self.settings.knowledge_dir
         with self._writing():
             live = self._ready(progress)
@@ -171,6 +172,8 @@ class KnowledgeBase:
                 live = report.index or live
                 for error in report.refused:
                     log.warning("skipped a knowledge file: %s", error)
+                if report.changed and on_sync is not None:
+                    on_sync(report)
                 if report.changed:
                     log.info(
                         "knowledge folder: %d added, %d replaced, %d removed; index %s",

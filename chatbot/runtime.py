@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from langchain_core.embeddings import Embeddings
 
@@ -15,7 +16,7 @@ from chatbot.config import Settings
 from chatbot.dialogue import DialogueManager
 from chatbot.embeddings import make_embeddings
 from chatbot.index import current_version
-from chatbot.kb import KnowledgeBase
+from chatbot.kb import KnowledgeBase, Report
 from chatbot.llm import ChatModel, make_chat_model
 from chatbot.prompts import Prompts
 from chatbot.retrieval import Retriever
@@ -28,7 +29,7 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
     """Everything one process needs to answer; `model` replaces the configured LM (tests)."""
     started = time.perf_counter()
     embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
-    index = KnowledgeBase(settings, embedder).open()
+    index = KnowledgeBase(settings, embedder).open(on_sync=audit_folder_sync(settings))
     if model is None:
         model = make_chat_model(settings.llm, settings.model_cache_dir)
     retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
@@ -38,6 +39,21 @@ def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -
         time.perf_counter() - started, len(index.chunks), index.version, index.manifest["embedder"], model.name,
     )
     return manager
+
+
+def audit_folder_sync(settings: Settings) -> Callable[[Report], None]:
+    """Writes what a sync with the knowledge folder changed to the audit log (actor
+    "knowledge-folder", action "kb-sync"), as `chatbot kb add/remove` and the admin page write theirs;
+    the store is opened only when something changed."""
+
+    def record(report: Report) -> None:
+        from chatbot.store import Store, database_url
+
+        names = [d["name"] for d in report.added + report.replaced + report.removed]
+        detail = {"version": report.version, "added": len(report.added), "replaced": len(report.replaced), "removed": len(report.removed)}
+        Store(database_url(settings.database.url, settings.data_dir)).audit("knowledge-folder", "kb-sync", ", ".join(names)[:300], detail=detail)
+
+    return record
 
 
 def turn_forms(settings: Settings, embedder: Embeddings) -> TurnForms:

@@ -102,7 +102,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=_now, index=True)
-    actor: Mapped[str] = mapped_column(String(200))  # a staff user, `cli`, `visitor:<id>` or `system`
+    actor: Mapped[str] = mapped_column(String(200))  # a staff user, `cli:<user>`, `visitor:<id>`, `system` or `knowledge-folder`
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(300), default="")
     address: Mapped[str] = mapped_column(String(64), default="")  # masked: chatbot.privacy.mask_address

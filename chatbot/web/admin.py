@@ -446,7 +446,7 @@ def build_staff_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
 
 
 AUDIT_COLUMNS = ["id", "time (UTC)", "who", "action", "target", "address", "detail"]
-AUDIT_ACTIONS = ["(all)", "sign-in", "sign-in-failed", "sign-in-refused", "view", "reply", "hand-back", "export", "erase", "purge", "kb-add", "kb-remove", "kb-rebuild", "sitekey-add", "sitekey-remove", "user-add", "user-role", "user-password", "user-remove"]
+AUDIT_ACTIONS = ["(all)", "sign-in", "sign-in-failed", "sign-in-refused", "view", "reply", "hand-back", "export", "erase", "purge", "kb-add", "kb-remove", "kb-rebuild", "kb-sync", "sitekey-add", "sitekey-remove", "user-add", "user-role", "user-password", "user-remove"]
 
 
 def build_audit_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:

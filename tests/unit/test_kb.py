@@ -136,6 +136,24 @@ def test_the_folder_is_mirrored_a_changed_file_replaced_and_a_deleted_one_remove
     assert names["en/faq.csv"]["chunks"] == 1
 
 
+def test_a_sync_with_the_knowledge_folder_is_written_to_the_audit_log_and_no_change_writes_nothing(settings, knowledge_dir):
+    from chatbot.runtime import audit_folder_sync
+    from chatbot.store import Store, database_url
+
+    def rows():
+        return Store(database_url(settings.database.url, settings.data_dir)).audit_log(action="kb-sync")
+
+    KnowledgeBase(settings, FakeEmbeddings()).open(on_sync=audit_folder_sync(settings))  # the seed
+    (seed,) = rows()
+    assert seed.actor == "knowledge-folder" and set(seed.target.split(", ")) == {"en/faq.csv", "zh/faq.csv", "en/returns.md"}
+    KnowledgeBase(settings, FakeEmbeddings()).open(on_sync=audit_folder_sync(settings))
+    assert len(rows()) == 1  # nothing changed: no row
+    (knowledge_dir / "zh" / "faq.csv").unlink()
+    index = KnowledgeBase(settings, FakeEmbeddings()).open(on_sync=audit_folder_sync(settings))
+    latest = rows()[0]
+    assert latest.target == "zh/faq.csv" and latest.detail["removed"] == 1 and latest.detail["version"] == index.version
+
+
 def test_another_embedder_makes_open_re_embed_every_document_from_the_originals(kb, settings):
     kb.add([GIFT])
 
