@@ -146,6 +146,21 @@ def _negated(text: str) -> bool:
     return bool(_EN_NEGATION.search(text) or _ZH_NEGATION.search(text))
 
 
+_A_NOT_A = re.compile(r"(\w)[不没]\1")  # 能不能, 是不是, 有没有: a question's form, not a negation
+
+
+def same_case(question: str, entry: str, entry_question: str) -> bool:
+    """Whether a curated FAQ entry (`entry`: its question and answer; `entry_question` alone) is
+    about the customer's case in `question`: both questions negated or neither ("包装都没拆" is not
+    "已拆封的商品可以退货吗？"), and every condition the customer names ("unopened", "已使用") in
+    the entry. Where not, the answer is generated from the evidence and checked, not given verbatim."""
+    asked = _A_NOT_A.sub("", question)
+    if _negated(asked) != _negated(_A_NOT_A.sub("", entry_question)):
+        return False
+    named = _words(asked, _EN_CONDITIONS) | {w for w in _ZH_CONDITIONS if w in asked}
+    return named <= (_words(entry, _EN_CONDITIONS) | {w for w in _ZH_CONDITIONS if w in entry})
+
+
 def is_yes_no(question: str) -> bool:
     """Whether `question` asks for a yes or a no ("Can I return it?", "可以退吗？"), also after a
     sentence that sets the case ("My basket was $55. Do I still get free delivery?")."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chatbot.calibration import Thresholds, resolve, topic_score, turn_topic
-from chatbot.checks import check, is_yes_no
+from chatbot.checks import check, is_yes_no, same_case
 from chatbot.config import Settings
 from chatbot.errors import ModelBusyError, UserError
 from chatbot.evidence import Evidence, select
@@ -113,7 +113,9 @@ def decide(retrieval: Retrieval, thresholds: Thresholds) -> Mode:
 
     faq       a curated FAQ in the user's language whose question matches at `thresholds.faq`, or
               whose question is the closest match *and* whose Q+A is the passage ranked first for
-              a turn about this knowledge (two retrievers agree: docs/calibration.md)
+              a turn about this knowledge (two retrievers agree: docs/calibration.md); either only
+              where the entry is about the customer's case (`checks.same_case`: not "opened" for
+              a sealed kettle)
     abstain   the turn asks to act, choose or close rather than asks a question (its form scores
               `thresholds.request` or more: `turns.py`) about something this knowledge does not
               cover closely (`thresholds.covered`), or it is not about this knowledge
@@ -121,7 +123,8 @@ def decide(retrieval: Retrieval, thresholds: Thresholds) -> Mode:
     generate  otherwise
     """
     faq = retrieval.faq
-    faq_usable = faq is not None and faq.chunk.metadata.get("lang") == retrieval.lang
+    faq_usable = faq is not None and faq.chunk.metadata.get("lang") == retrieval.lang and same_case(
+        retrieval.question, faq.chunk.page_content, str(faq.chunk.metadata.get("question") or ""))
     if faq_usable and faq.score >= thresholds.faq:
         return "faq"
     if abstain_reason(retrieval, thresholds) is not None:

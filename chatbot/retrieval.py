@@ -82,6 +82,7 @@ class Retrieval:
     off_topic: float = -1.0
     # The question on its own as the chat embedded it (the evidence is chosen by it: `evidence.py`).
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    question: str = ""  # the turn as asked (whether a curated answer fits its case: `decide`)
 
 
 def _normalise(text: str) -> str:
@@ -260,7 +261,7 @@ class Retriever:
         else:
             in_context = self.best_cosines(self._embed(context_text))
         unnamed = self.best_cosines(search_vector) if subjects and query_text != asked else topic
-        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context, unnamed, off_topic, question_vector)
+        return Retrieval(passages, faq, lang, (time.perf_counter() - started) * 1000, relevance, subjects, request, topic, in_context, unnamed, off_topic, question_vector, question)
 
     def best_cosines(self, vector: np.ndarray) -> tuple[float, ...]:
         """Each dense model's best cosine of `vector` over every passage; 0 for a model that did

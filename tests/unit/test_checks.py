@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatbot.checks import Quantity, check, is_yes_no, quantities
+from chatbot.checks import Quantity, check, is_yes_no, quantities, same_case
 
 RETURNS = ["Opened items can be returned within 14 days of delivery for a refund minus a 15% restocking fee."]
 WARRANTY = ["Every lamp has a 2-year warranty.", "Express delivery costs USD 14.95."]
@@ -107,3 +107,22 @@ def test_a_name_in_the_passage_title_counts_as_evidence():
 
 def test_an_answer_in_another_language_than_its_evidence_is_not_shown():
     assert check("No, I don't have a physical store in Berlin.", ["小型厨房电器保修 2 年，不提供上门服务。"]) == ["language"]
+
+
+OPENED_Q = "Can I return an opened item?"
+OPENED = f"{OPENED_Q}\nYes, an opened or used item can be returned within 14 days; a 15% restocking fee applies."
+OPENED_ZH_Q = "已拆封的商品可以退货吗？"
+OPENED_ZH = f"{OPENED_ZH_Q}\n可以。已拆封或已使用的商品可在签收后 14 天内退货，扣除 15% 的重新入库费。"
+
+
+@pytest.mark.parametrize(("question", "entry", "entry_question", "same"), [
+    ("I used my blender once, can I still send it back?", OPENED, OPENED_Q, True),
+    ("I'm sending back a kettle I never opened. Will you take a restocking fee?", OPENED, OPENED_Q, False),
+    ("Can I return an unopened item?", OPENED, OPENED_Q, False),  # a condition the entry does not name
+    ("我要退一个烤面包机，包装都没拆，会扣重新入库费吗？", OPENED_ZH, OPENED_ZH_Q, False),
+    ("那如果还没拆封呢？", OPENED_ZH, OPENED_ZH_Q, False),
+    ("已拆封的商品能不能退？", OPENED_ZH, OPENED_ZH_Q, True),  # 能不能 asks; it does not deny
+    ("What if my parcel has not arrived?", "What if my order has not arrived?\nContact us after 10 days.", "What if my order has not arrived?", True),
+])
+def test_a_curated_entry_is_given_only_for_the_customers_case(question, entry, entry_question, same):
+    assert same_case(question, entry, entry_question) is same

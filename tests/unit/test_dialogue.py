@@ -39,6 +39,17 @@ def test_decision_rule(faq, topic, lang, expected):
     assert decide(retrieval, Thresholds(0.90, {"en": 0.80, "zh": 0.85})) == expected
 
 
+def test_a_curated_answer_about_another_case_is_not_given_verbatim_however_close_its_question():
+    entry = Hit(Document(page_content="Can I return an opened item?\nYes, within 14 days; a 15% restocking fee applies.",
+                         metadata={"id": "opened", "lang": "en", "kind": "faq", "question": "Can I return an opened item?"}), 0.95)
+    passages = [Hit(entry.chunk, 0.9)]  # also the passage ranked first: the two retrievers agree
+    thresholds = Thresholds(0.90, {"en": 0.80})
+    for question, expected in [("I opened it once. Can I return it?", "faq"), ("It was never opened. Can I return it?", "generate"),
+                               ("Can I return an unopened item?", "generate")]:
+        retrieval = Retrieval(passages, entry, "en", 1.0, 0.9, topic=(0.9,), question=question)
+        assert decide(retrieval, thresholds) == expected, question
+
+
 def test_a_follow_up_is_about_the_knowledge_by_the_mean_of_its_question_alone_and_in_context():
     passages = [_hit(0.5, kind="section", id="top")]
     follow_up = Retrieval(passages, None, "en", 1.0, 0.5, topic=(0.70,), topic_in_context=(0.90,))
