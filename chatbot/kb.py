@@ -37,7 +37,7 @@ from langchain_core.embeddings import Embeddings
 
 from chatbot.calibration import OFF_TOPIC_FILE, calibrate, needs_calibration
 from chatbot.config import Settings
-from chatbot.embeddings import embedder_name
+from chatbot.embeddings import embed_queries, embedder_name
 from chatbot.errors import KnowledgeIndexError, UserError
 from chatbot.formats import SUFFIXES
 from chatbot.index import (
@@ -52,7 +52,7 @@ from chatbot.ingest import IngestError, document_id, read_document
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]  # fraction done 0-1, what is happening
-EMBED_BATCH = 16
+EMBED_BATCH = 64  # chunks per embedding call: sorted by length within it; progress and the crash checkpoint between
 
 
 @dataclass
@@ -379,7 +379,7 @@ class KnowledgeBase:
             if start == 0:
                 checkpoint("mid-embedding")
         questions = [c.metadata["question"] for c in chunks if c.metadata.get("kind") == "faq"]
-        qvecs = np.asarray([self.embedder.embed_query(q) for q in questions], dtype=np.float32)
+        qvecs = np.asarray(embed_queries(self.embedder, questions), dtype=np.float32)
         progress(0.92, "embedding the answers of question-and-answer chunks")
         answers = embed_answers(chunks, self.embedder.embed_documents, rows[0].shape[1])
         return np.concatenate(rows), qvecs.reshape(len(questions), rows[0].shape[1]), answers

