@@ -118,6 +118,10 @@ class DialogueSettings(_Section):
     business_name: str = "Lumen & Leaf"
     max_message_chars: int = Field(2000, ge=1, le=100000)
     history_token_budget: int = Field(600, ge=0, le=100000)
+    # Which earlier turns the LM's prompt carries: `both` sides, the customer's own (`user`), or
+    # none. The bot's turns are long quotes that the evidence sentences repeat; without them the
+    # prompt is shorter and the answer set scores no worse (docs/quality.md, thirteenth round).
+    prompt_history: Literal["both", "user", "none"] = "user"
     max_turns: int = Field(50, ge=1, le=10000)
 
 

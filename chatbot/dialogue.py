@@ -215,9 +215,10 @@ class DialogueManager:
         return resolve(self.settings.retrieval, retriever.index.manifest.get("calibration"))
 
     def build_messages(self, question: str, sentences: list[str], history: list[Message], lang: str) -> list[Message]:
-        """The chat messages for a grounded answer: fixed system text, trimmed history, the evidence
-        sentences numbered + the question."""
+        """The chat messages for a grounded answer: fixed system text, the earlier turns that
+        `dialogue.prompt_history` keeps, trimmed, the evidence sentences numbered + the question."""
         budget = self.settings.dialogue.history_token_budget
+        history = {"both": history, "user": [m for m in history if m["role"] == "user"], "none": []}[self.settings.dialogue.prompt_history]
         return [
             {"role": "system", "content": self.prompts.render("system", lang=lang, business=self.business)},
             *trim_history(history, budget, self.model.count_tokens),

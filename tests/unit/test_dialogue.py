@@ -193,15 +193,25 @@ def test_a_follow_up_is_retrieved_with_the_conversation_before_it(manager):
     assert elsewhere.passages[0].chunk.metadata["id"] != "en/returns.md#2"  # the other context, another passage
     reply = manager.respond("and the restocking fee?", history).finish()
     assert reply.sources and reply.sources[0].id == "en/returns.md#2"
-    assert manager.model.calls[-1][1:3] == history  # the history is in the prompt, the question last
+    assert manager.model.calls[-1][1:2] == history[:1]  # the customer's earlier turn is in the prompt, the question last
 
 
 def test_the_history_in_the_prompt_is_trimmed_to_budget_never_the_question(manager):
-    long_turn = "word " * 150
+    long_turn = "word " * 250
     history = [{"role": "user", "content": long_turn}, {"role": "assistant", "content": long_turn}] * 3
     manager.respond("Opened items restocking fee?", history).finish()
     prompt = manager.model.calls[-1]
-    assert len(prompt) == 2  # budget 200 < 300 words: every old turn dropped
+    assert len(prompt) == 2  # budget 200 < 250 words: every old turn dropped
+    assert prompt[-1]["content"].endswith("Opened items restocking fee?")
+
+
+@pytest.mark.parametrize(("kept", "roles"), [("both", ["user", "assistant"]), ("user", ["user"]), ("none", [])])
+def test_the_prompt_carries_the_earlier_turns_that_prompt_history_keeps(manager, kept, roles):
+    manager.settings.dialogue.prompt_history = kept
+    history = [{"role": "user", "content": "Do you sell kettles?"}, {"role": "assistant", "content": "Yes, three models."}]
+    manager.respond("Opened items restocking fee?", history).finish()
+    prompt = manager.model.calls[-1]
+    assert [m["role"] for m in prompt[1:-1]] == roles and prompt[0]["role"] == "system"
     assert prompt[-1]["content"].endswith("Opened items restocking fee?")
 
 
