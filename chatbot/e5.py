@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chatbot.onnx_engine import batches
+
 _QK = 32  # weights per Q4_0 block
 _Q4 = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # a block: its scale, 32 nibbles
 _META = "\u2581"  # SentencePiece's word-start marker
@@ -210,18 +212,12 @@ class E5:
             ids = self.tokenizer.content_ids(prefix + text)
             for start in range(0, max(len(ids), 1), self.window):
                 windows.append((n, [self.tokenizer.bos, *ids[start : start + self.window], self.tokenizer.eos]))
-        order = sorted(range(len(windows)), key=lambda w: len(windows[w][1]))
-        at = 0
-        while at < len(order):
-            end = at + 1
-            while end < len(order) and (end - at + 1) * len(windows[order[end]][1]) <= self.BATCH_TOKENS:
-                end += 1
-            batch = [windows[w] for w in order[at:end]]
+        for group in batches([len(ids) for _, ids in windows], self.BATCH_TOKENS):
+            batch = [windows[w] for w in group]
             for (n, ids), mean in zip(batch, self._forward([ids for _, ids in batch])):
                 weight = max(len(ids) - 2, 1)
                 out[n] += weight * mean
                 weights[n] += weight
-            at = end
         out /= np.maximum(weights, 1e-12)[:, None]
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         out = out.astype(np.float32)
