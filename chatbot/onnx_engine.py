@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,7 +74,11 @@ def _export(model, example: tuple, inputs: list[str], path: Path, quantise: bool
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        with torch.inference_mode(False), torch.no_grad():
+        # The tracer warns of Python branches on shapes (transformers' mask helpers): the export is
+        # checked on padded batches of every length against torch (tests/integration/test_models.py),
+        # and an operator's console is no place for those warnings at every first start.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(model.eval(), example, tmp, input_names=inputs, output_names=["rows"], dynamic_axes=axes, opset_version=17, dynamo=False)
         if quantise:
             from onnxruntime.quantization import QuantType, quantize_dynamic
