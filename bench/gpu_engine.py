@@ -99,6 +99,32 @@ def run_locked_generate(model, prompts: list[list[int]], new_tokens: int) -> dic
     return summarise(results, time.perf_counter() - began)
 
 
+def compiled_generate_rate(model, prompt: list[int], new_tokens: int) -> float:
+    """Batch-1 decode tokens/s of `generate` with a static KV cache, which transformers compiles
+    (torch.compile, CUDA graphs) on a GPU; the first call, which compiles, is not timed."""
+    import torch
+
+    ids = torch.tensor([prompt], device=model.device)
+    stamps: list[float] = []
+
+    from transformers.generation.streamers import BaseStreamer
+
+    class Stamps(BaseStreamer):
+        def put(self, value):
+            stamps.append(time.perf_counter())
+
+        def end(self):
+            pass
+
+    with torch.inference_mode():
+        for _ in range(2):
+            stamps.clear()
+            model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, cache_implementation="static",
+                           streamer=Stamps(), pad_token_id=0, eos_token_id=None)
+    decode = stamps[2:]  # the prompt, then the first token
+    return (len(decode) - 1) / (decode[-1] - decode[0])
+
+
 def summarise(results: list[tuple[float, list[float]]], elapsed: float) -> dict:
     ttft = [stamps[0] - started for started, stamps in results if stamps]
     tpot = [(stamps[-1] - stamps[0]) / (len(stamps) - 1) for _, stamps in results if len(stamps) > 1]
@@ -141,6 +167,10 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=1000)
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--baseline-requests", type=int, default=4)
+    parser.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto", help="the engine's CUDA graphs (auto: transformers decides)")
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="the engine's tokens per step (default: transformers decides)")
+    parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval, seconds: how often Python's threads may take the GIL from each other")
+    parser.add_argument("--compiled-generate", action="store_true", help="batch-1 decode also by `generate` with a static cache, compiled (CUDA graphs)")
     parser.add_argument("--bandwidth-gbs", type=float, default=None, help="skip the copy measurement; e.g. 3350 for an H100 SXM")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -150,6 +180,8 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; dtype {str(dtype).removeprefix('torch.')}; bandwidth {bandwidth:.0f} GB/s "
           f"({'given' if args.bandwidth_gbs else 'measured by a 1 GiB copy'}); prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens\n")
     concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     print("| model | concurrent | engine tok/s | TTFT p50 / p99 s | TPOT p50 / p99 ms | locked generate tok/s | its TTFT p50 / p99 s | its TPOT p50 ms | speed-up |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes.split(","):
@@ -162,7 +194,9 @@ def main() -> None:
             return torch.randint(100, vocab - 100, (n, args.prompt_tokens), generator=generator).tolist()
 
         baseline = run_locked_generate(model, prompts(args.baseline_requests), args.new_tokens)
-        engine = BatchedEngine(model, eos_token_ids=[], pad_token_id=0, max_new_tokens=args.new_tokens, max_requests=max(concurrency))
+        graphs = {"auto": None, "on": True, "off": False}[args.cuda_graphs]
+        engine = BatchedEngine(model, eos_token_ids=[], pad_token_id=0, max_new_tokens=args.new_tokens, max_requests=max(concurrency), cuda_graphs=graphs,
+                               max_batch_tokens=args.max_batch_tokens)
         run_engine(engine, prompts(1), 4)  # warm-up
         for n in concurrency:
             r = run_engine(engine, prompts(n), args.new_tokens)
@@ -176,8 +210,12 @@ def main() -> None:
         engine.close()
         if 1 in concurrency:
             size, wb, limit, achieved, solo = batch1
+            compiled = ""
+            if args.compiled_generate:
+                rate = compiled_generate_rate(model, prompts(1)[0], args.new_tokens)
+                compiled = f", static-cache compiled generate {rate:.1f} tok/s ({100 * rate / limit:.0f}%)"
             print(f"|  | batch-1 decode: engine {achieved:.1f} tok/s, generate {solo:.1f} tok/s; limit {limit:.1f} tok/s "
-                  f"({wb / 1e9:.2f} GB of weights): {100 * achieved / limit:.0f}% / {100 * solo / limit:.0f}% of it |  |  |  |  |  |  |  |")
+                  f"({wb / 1e9:.2f} GB of weights): {100 * achieved / limit:.0f}% / {100 * solo / limit:.0f}% of it{compiled} |  |  |  |  |  |  |  |", flush=True)
         del model
         if device == "cuda":
             torch.cuda.empty_cache()

@@ -64,6 +64,9 @@ class LLMSettings(_Section):
     max_requests: int = Field(64, ge=1, le=4096, description="requests in flight before new ones are refused as busy")
     kv_cache_blocks: int | None = Field(None, ge=1, description="paged KV-cache blocks (256 tokens each); none = sized from free GPU memory")
     max_batch_tokens: int | None = Field(None, ge=1, description="tokens per batched step; none = automatic")
+    # The batched engine's decode step replayed as CUDA graphs on a GPU (1.37x the tokens/s at 64
+    # concurrent requests on an H200, docs/benchmarks.md); off: transformers decides.
+    cuda_graphs: bool = True
     # openai: an OpenAI-compatible server (vLLM, SGLang, ...): base URL, key read from this env variable.
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"

@@ -42,6 +42,7 @@ class BatchedEngine:
         kv_cache_blocks: int | None = None,
         max_batch_tokens: int | None = None,
         request_timeout_s: float = 300.0,
+        cuda_graphs: bool | None = None,
     ) -> None:
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
@@ -56,7 +57,8 @@ class BatchedEngine:
             eos_token_id=eos_token_ids or None,
             pad_token_id=pad_token_id,
         )
-        batching = ContinuousBatchingConfig(num_blocks=kv_cache_blocks, max_batch_tokens=max_batch_tokens)
+        # cuda_graphs None: transformers decides (graphs only where the attention needs no mask).
+        batching = ContinuousBatchingConfig(num_blocks=kv_cache_blocks, max_batch_tokens=max_batch_tokens, use_cuda_graph=cuda_graphs)
         self._manager = model.init_continuous_batching(generation_config=generation, continuous_batching_config=batching)
         self._manager.start()
         self._max_requests = max_requests

@@ -148,6 +148,7 @@ class TransformersChatModel:
                 temperature=settings.temperature,
                 kv_cache_blocks=settings.kv_cache_blocks,
                 max_batch_tokens=settings.max_batch_tokens,
+                cuda_graphs=True if settings.cuda_graphs and device == "cuda" else None,
             )
 
     def stream(self, messages: list[Message], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
