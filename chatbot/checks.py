@@ -69,8 +69,8 @@ _EN_CONDITIONS = ("only", "unless", "except", "unopened", "opened", "unused", "u
 _ZH_CONDITIONS = ("仅", "只有", "只能", "除非", "除了", "未拆封", "已拆封", "拆封后", "未使用", "已使用", "免费", "全额")
 _EN_YES_NO = re.compile(r"^\W*(?:(?:and|so|ok|okay|also|then|but|great|thanks|thank you)\W+)*(?:can|could|is|isn't|are|aren't|do|does|doesn't|did|will|would|should|may|might|has|have|was|were|am|shall|must)\b", re.IGNORECASE)
 _ZH_YES_NO = re.compile(r"吗\s*[？?。]?\s*$|能不能|可不可以|是不是|有没有|会不会|要不要|可否|能否|是否")
-# Words that carry a verdict, not content (`_content`): an answer of these alone says nothing.
-# The verdict an answer may open with (`_content` leaves it out: an answer of these alone says nothing).
+# Words that carry a verdict, not content (`content_units`): an answer of these alone says nothing.
+# The verdict an answer may open with (`content_units` leaves it out: an answer of these alone says nothing).
 _VERDICT = re.compile(r"^(?:\s*(?:yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好)(?![a-z])[\s,，.。!！;；:：]*)+", re.IGNORECASE)
 # Where a sentence ends: ?, !, 。, ！, ？ or a full stop before a space (not "U.S." or "2.5 m").
 _CLAUSE_END = re.compile(r"(?<=[?!。！？])\s*|(?<=\.)\s+")
@@ -171,7 +171,7 @@ def is_yes_no(question: str) -> bool:
     return asks(question) or any(asks(p) for p in parts if p.rstrip().endswith(("?", "？")) or p is parts[-1])
 
 
-def _content(text: str) -> set[str]:
+def content_units(text: str) -> set[str]:
     """What `text` says beyond an opening verdict, as comparable units: English words as BM25 makes
     them (stemmed, stop words dropped), and for Chinese the character pairs of each run of Han
     characters (a single character alone). Pairs, not jieba's words: "开发票" and "专用发票" share
@@ -191,7 +191,7 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
     joined = " ".join(evidence)
     if detect_language(answer) != detect_language(joined):
         return ["language"]
-    said = _content(answer)
+    said = content_units(answer)
     if not said:
         return ["content"]
     failures = ["quantity"] if _unsupported_quantity(answer, joined) else []
@@ -204,7 +204,7 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
         failures.append("verdict")
     if question:  # a denial is held by the negation check instead; a question asked back never passes
         source = " ".join((joined, *titles))  # "the Acorn" is named by its passage's title
-        source_units, question_units = _content(source), _content(question)
+        source_units, question_units = content_units(source), content_units(question)
         from_evidence = {u for u in said if _found(u, source, source_units)}
         from_question = {u for u in said - from_evidence if _found(u, question, question_units)}
         if ("?" in answer or "？" in answer) or (not _negated(answer) and len(from_question) > len(from_evidence)):
@@ -213,6 +213,6 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
 
 
 def _found(unit: str, text: str, units: set[str]) -> bool:
-    """Whether a unit of `_content` is in `text` (whose units are `units`): an English word among
+    """Whether a unit of `content_units` is in `text` (whose units are `units`): an English word among
     its words, Chinese characters anywhere in it (a lone "退" is in "退货")."""
     return unit in text if HAN_RUN.match(unit) else unit in units

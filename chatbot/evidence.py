@@ -6,7 +6,10 @@ A passage's text is split into sentences (`sentence_spans`): after its first lin
 by a space, a Chinese full stop, question or exclamation mark or semicolon, or a line break. A
 question is never evidence. Each sentence is embedded as a passage with the chat's embedder and
 scored against the question by each dense model's cosine (for English, the two models' mean, as
-`calibration.topic_score`); the best `limit` are kept, best first. The selection against the gold
+`calibration.topic_score`); the best `limit` are kept, best first, passing over a sentence that
+repeats one already kept (`repeats`: a FAQ answer and the policy it summarises often say the same
+thing in nearly the same words, and two copies of it would crowd out the sentence with the
+condition or the figure the question needs). The selection against the gold
 sentences and the references is measured in docs/quality.md (`bench/evidence.py`).
 """
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chatbot.calibration import topic_score, unit_parts, unit_rows
+from chatbot.checks import content_units
 from chatbot.embeddings import embedding_parts
 from chatbot.index import Hit
 
@@ -89,8 +93,22 @@ def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, li
     parts = embedding_parts(embedder, vectors.shape[1])
     cosines = np.stack([sentences @ unit_rows(question_vector[None, a:b])[0] for sentences, (a, b) in zip(unit_parts(vectors, parts), parts)], axis=1)
     scores = [topic_score(tuple(row), lang) for row in cosines.tolist()]
-    order = sorted(range(len(candidates)), key=lambda i: -scores[i])[:limit]
-    return [Evidence(candidates[i][0], candidates[i][1], candidates[i][2], scores[i]) for i in order]
+    kept: list[int] = []
+    said: list[set[str]] = []
+    for i in sorted(range(len(candidates)), key=lambda i: -scores[i]):
+        if limit is not None and len(kept) == limit:
+            break
+        units = content_units(texts[i])
+        if not any(repeats(units, other) for other in said):
+            kept.append(i)
+            said.append(units)
+    return [Evidence(candidates[i][0], candidates[i][1], candidates[i][2], scores[i]) for i in kept]
+
+
+def repeats(units: set[str], other: set[str]) -> bool:
+    """Whether two sentences (their `checks.content_units`: words, numbers, Chinese character
+    pairs, an opening verdict left out) say the same: one's units are all among the other's."""
+    return bool(units) and bool(other) and (units <= other or other <= units)
 
 
 def _sentence_vectors(embedder, texts: list[str], cache: dict | None) -> np.ndarray:

@@ -33,3 +33,29 @@ def test_the_sentences_nearest_the_question_are_chosen_best_first():
     assert chosen[0].text == "Opened items can be returned within 14 days." and chosen[0].title == "Returns"
     assert chosen[0].hit.chunk.page_content[chosen[0].start : chosen[0].end] == chosen[0].text
     assert chosen[0].score >= chosen[1].score
+
+
+def test_a_sentence_that_repeats_one_already_chosen_gives_way_to_the_next():
+    """A FAQ answer and the policy it summarises say the same: the second copy would crowd out the
+    sentence with the figure the question needs."""
+    embedder = FakeEmbeddings()
+    hits = [
+        Hit(Document(page_content="Can I return an opened item?\nYes, opened items can be returned within 14 days.", metadata={"title": "FAQ"}), 0.9, 0),
+        Hit(Document(page_content="Returns\nOpened items can be returned within 14 days. A restocking fee of 15% applies to opened items.", metadata={"title": "Returns"}), 0.8, 1),
+        Hit(Document(page_content="礼品卡\n礼品卡不可退款。礼品卡自购买之日起 3 年内有效。", metadata={"title": "礼品卡"}), 0.7, 2),
+        Hit(Document(page_content="常见问题\n礼品卡不可退款。", metadata={"title": "常见问题"}), 0.6, 3),
+    ]
+    question = "opened items returned within 14 days"
+    chosen = [e.text for e in select(embedder, __import__("numpy").asarray(embedder.embed_query(question)), hits, "en", limit=2)]
+    assert chosen[1] == "A restocking fee of 15% applies to opened items."
+    chosen = [e.text for e in select(embedder, __import__("numpy").asarray(embedder.embed_query("礼品卡不可退款")), hits[2:], "zh", limit=2)]
+    assert chosen == ["礼品卡不可退款。", "礼品卡自购买之日起 3 年内有效。"]
+
+
+def test_sentences_that_differ_in_a_figure_or_a_condition_are_not_repeats():
+    from chatbot.checks import content_units
+    from chatbot.evidence import repeats
+
+    assert repeats(content_units("Yes, opened items can be returned within 14 days."), content_units("Opened items can be returned within 14 days of delivery."))
+    assert not repeats(content_units("Opened items can be returned within 14 days."), content_units("Opened items can be returned within 30 days."))
+    assert not repeats(content_units("未拆封商品可在 30 天内退货。"), content_units("已拆封商品可在 14 天内退货。"))
