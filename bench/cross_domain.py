@@ -7,7 +7,7 @@ Sets: dstc11 (hotel and restaurant reviews and FAQs, dialogues; ../shared/eval),
 (`bench/shop/`, policies and a FAQ, English and Chinese) and every folder of `bench/sets/` (a help
 centre's FAQ in English, a city's service guides in Chinese, a mobile carrier's FAQ in Chinese).
 Another set's questions (the first --limit of each) are asked as first turns with no gold passage: nothing in this knowledge
-should answer them. Prints, per knowledge base: the calibration, hit@1/hit@5 and the share of its
+should answer them; with --mid, the other sets' opening questions also in the middle of this set's own conversations. Prints, per knowledge base: the calibration, hit@1/hit@5 and the share of its
 own questions answered, its own out-of-scope turns refused where it has them, and per other set
 the share of its questions refused, with why. Not a test: the figures of docs/quality.md.
 """
@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", action="append", help="knowledge bases to run (default: every set)")
     parser.add_argument("--limit", type=int, default=300, help="questions taken from each other set")
+    parser.add_argument("--mid", action="store_true", help="also ask the other sets' questions in the middle of this set's conversations (after the history of one of its own follow-ups)")
     parser.add_argument("--set", action="append", default=[], help="a settings override, e.g. retrieval.request_threshold=0.01")
     args = parser.parse_args()
     settings = load_settings(overrides=dict(item.split("=", 1) for item in args.set))
@@ -66,10 +67,17 @@ def main() -> None:
         for line in calibration_lines(index.manifest.get("calibration")):
             print(f"   {line}")
         groups = [("own", load_queries(spec["in"])), ("own out-of-scope", load_queries(spec["oos"]))]
+        histories = [q.history for q in groups[0][1] if q.history]
         for other, other_spec in sets.items():
             if other != name:
                 asked = load_queries(other_spec["in"])[: args.limit]  # as first turns: their history is another business's
                 groups.append((other, [Query(q.id, q.question, [], frozenset(), q.lang) for q in asked]))
+                # After one of this knowledge's conversations, each in turn; only questions that opened
+                # a conversation of their own: a follow-up of another set ("Is there parking?",
+                # "需要什么材料？") may rightly read as a follow-up of this one.
+                opening = [q for q in load_queries(other_spec["in"]) if not q.history][: args.limit]
+                if args.mid and histories and opening:
+                    groups.append((f"{other} mid", [Query(q.id, q.question, histories[n % len(histories)], frozenset(), q.lang) for n, q in enumerate(opening)]))
         for group, queries in groups:
             for lang in ("en", "zh"):
                 mine = [q for q in queries if q.lang == lang]

@@ -115,7 +115,8 @@ def decide(retrieval: Retrieval, thresholds: Thresholds) -> Mode:
               whose question is the closest match *and* whose Q+A is the passage ranked first for
               a turn about this knowledge (two retrievers agree: docs/calibration.md); either only
               where the entry is about the customer's case (`checks.same_case`: not "opened" for
-              a sealed kettle)
+              a sealed kettle); the agreement also answers a turn phrased as a request that is
+              about this knowledge ("Can you add it to my order?" where an entry says whether)
     abstain   the turn asks to act, choose or close rather than asks a question (its form scores
               `thresholds.request` or more: `turns.py`) about something this knowledge does not
               cover closely (`thresholds.covered`), or it is not about this knowledge
@@ -127,11 +128,17 @@ def decide(retrieval: Retrieval, thresholds: Thresholds) -> Mode:
         retrieval.question, faq.chunk.page_content, str(faq.chunk.metadata.get("question") or ""))
     if faq_usable and faq.score >= thresholds.faq:
         return "faq"
-    if abstain_reason(retrieval, thresholds) is not None:
+    agree = faq_usable and bool(retrieval.passages) and retrieval.passages[0].chunk.metadata.get("id") == faq.chunk.metadata.get("id")
+    reason = abstain_reason(retrieval, thresholds)
+    if reason == "request" and agree and _on_topic(retrieval, thresholds):
+        return "faq"  # "Can you add it to my order?" where an entry says how
+    if reason is not None:
         return "abstain"
-    if faq_usable and retrieval.passages[0].chunk.metadata.get("id") == faq.chunk.metadata.get("id"):
-        return "faq"
-    return "generate"
+    return "faq" if agree else "generate"
+
+
+def _on_topic(retrieval: Retrieval, thresholds: Thresholds) -> bool:
+    return bool(retrieval.passages) and turn_topic(retrieval, thresholds.floor.get(retrieval.lang, -1.0)) >= thresholds.answer_for(retrieval.lang)
 
 
 def abstain_reason(retrieval: Retrieval, thresholds: Thresholds) -> str | None:
@@ -142,7 +149,7 @@ def abstain_reason(retrieval: Retrieval, thresholds: Thresholds) -> str | None:
         # ("I want to cancel my number" where a passage says how; not "book me a table at the Acorn")
         if topic_score(retrieval.topic_unnamed or retrieval.topic, retrieval.lang) < thresholds.covered.get(retrieval.lang, math.inf):
             return "request"
-    if not retrieval.passages or turn_topic(retrieval, thresholds.floor.get(retrieval.lang, -1.0)) < thresholds.answer_for(retrieval.lang):
+    if not _on_topic(retrieval, thresholds):
         return "off_topic"
     return None
 

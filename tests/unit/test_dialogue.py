@@ -89,6 +89,20 @@ def test_a_request_is_refused_unless_the_knowledge_covers_what_it_asks_without_t
     assert abstain_reason(question, thresholds) == "off_topic"
 
 
+def test_a_request_that_a_curated_entry_answers_gets_the_entry():
+    """"Can you add it to my order?" is phrased as a request; where the nearest FAQ question's entry
+    is also the passage ranked first ("Can I add items to an order I have already placed?") and the
+    turn is about this knowledge, the entry answers it. An off-topic request is still refused."""
+    thresholds = Thresholds(0.95, {"en": 0.70}, request=0.0)
+    entry = _hit(0.91, id="top")
+    add = Retrieval([_hit(0.9, kind="faq", id="top")], entry, "en", 1.0, 0.9, request=0.01, topic=(0.90,))
+    assert abstain_reason(add, thresholds) == "request" and decide(add, thresholds) == "faq"
+    other = Retrieval([_hit(0.9, kind="section", id="other")], entry, "en", 1.0, 0.9, request=0.01, topic=(0.90,))
+    assert decide(other, thresholds) == "abstain"  # the two retrievers disagree
+    poem = Retrieval([_hit(0.6, kind="faq", id="top")], entry, "en", 1.0, 0.6, request=0.01, topic=(0.60,))
+    assert decide(poem, thresholds) == "abstain"  # not about this knowledge
+
+
 def _count_words(text):
     return len(text.split())
 
