@@ -69,7 +69,6 @@ _EN_CONDITIONS = ("only", "unless", "except", "unopened", "opened", "unused", "u
 _ZH_CONDITIONS = ("仅", "只有", "只能", "除非", "除了", "未拆封", "已拆封", "拆封后", "未使用", "已使用", "免费", "全额")
 _EN_YES_NO = re.compile(r"^\W*(?:(?:and|so|ok|okay|also|then|but|great|thanks|thank you)\W+)*(?:can|could|is|isn't|are|aren't|do|does|doesn't|did|will|would|should|may|might|has|have|was|were|am|shall|must)\b", re.IGNORECASE)
 _ZH_YES_NO = re.compile(r"吗\s*[？?。]?\s*$|能不能|可不可以|是不是|有没有|会不会|要不要|可否|能否|是否")
-# Words that carry a verdict, not content (`content_units`): an answer of these alone says nothing.
 # The verdict an answer may open with (`content_units` leaves it out: an answer of these alone says nothing).
 _VERDICT = re.compile(r"^(?:\s*(?:yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好)(?![a-z])[\s,，.。!！;；:：]*)+", re.IGNORECASE)
 # Where a sentence ends: ?, !, 。, ！, ？ or a full stop before a space (not "U.S." or "2.5 m").
