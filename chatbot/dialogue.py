@@ -204,10 +204,18 @@ class DialogueManager:
             assert retrieval.faq is not None
             hit = retrieval.faq
             return Reply(mode, lang, [_source(hit, self.settings.retrieval.passage_chars)], timings, iter([hit.chunk.metadata["answer"]]), started)
-        if mode == "abstain":  # a request to act gets told so, a question that the knowledge does not cover the usual reply
-            reply = "request" if abstain_reason(retrieval, thresholds) == "request" else "abstain"
-            return Reply(mode, lang, [], timings, iter([self.prompts.render(reply, lang=lang, business=self.business)]), started)
         passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
+        if mode == "abstain":  # a request to act gets told so, a question that the knowledge does not cover the usual reply
+            if abstain_reason(retrieval, thresholds) != "request":
+                return Reply(mode, lang, [], timings, iter([self.prompts.render("abstain", lang=lang, business=self.business)]), started)
+            told = self.prompts.render("request", lang=lang, business=self.business)
+            # A request about this knowledge ("Can you get me a better price on 20 lamps?") also gets the
+            # sentence of it nearest the request, quoted with its source: what the business says about it.
+            best = select(retriever.embedder, retrieval.vector, passages, lang, 1, self._sentence_vectors) if retrieval.vector is not None and _on_topic(retrieval, thresholds) else []
+            if not best:
+                return Reply(mode, lang, [], timings, iter([told]), started)
+            quote = self.prompts.render("quote", lang=lang, title=best[0].title, quote=best[0].text)
+            return Reply(mode, lang, [_source(best[0].hit, self.settings.retrieval.passage_chars, best[0])], timings, iter([f"{told}\n\n{quote}"]), started)
         evidence = select(retriever.embedder, retrieval.vector, passages, lang, EVIDENCE_SENTENCES, self._sentence_vectors) if retrieval.vector is not None else []
         sources = [_source(h, self.settings.retrieval.passage_chars, evidence[0] if evidence else None) for h in passages]
         sentences = [e.text for e in evidence] or [s.text for s in sources]
