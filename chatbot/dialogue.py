@@ -80,7 +80,7 @@ class Reply:
     # For a generated answer, once streamed: the checks its paraphrase failed ([] = shown; "busy",
     # "error" or "not_stated" = the LM gave none), so the quote stood alone; None otherwise.
     checks: list[str] | None = None
-    quote: str | None = None  # the quote that opens a generated answer (its first paragraph), as shown
+    quote: str | None = None  # the quote that opens a generated answer or a refused request (its first paragraph), as shown
 
     def __iter__(self) -> Iterator[str]:
         for piece in self._pieces:
@@ -209,13 +209,15 @@ class DialogueManager:
             if abstain_reason(retrieval, thresholds) != "request":
                 return Reply(mode, lang, [], timings, iter([self.prompts.render("abstain", lang=lang, business=self.business)]), started)
             told = self.prompts.render("request", lang=lang, business=self.business)
-            # A request about this knowledge ("Can you get me a better price on 20 lamps?") also gets the
-            # sentence of it nearest the request, quoted with its source: what the business says about it.
+            # A request about this knowledge ("Can you deliver to my PO box?") also gets the sentence of
+            # it nearest the request, quoted with its source first: what the business says about it.
             best = select(retriever.embedder, retrieval.vector, passages, lang, 1, self._sentence_vectors) if retrieval.vector is not None and _on_topic(retrieval, thresholds) else []
             if not best:
                 return Reply(mode, lang, [], timings, iter([told]), started)
-            quote = self.prompts.render("quote", lang=lang, title=best[0].title, quote=best[0].text)
-            return Reply(mode, lang, [_source(best[0].hit, self.settings.retrieval.passage_chars, best[0])], timings, iter([f"{told}\n\n{quote}"]), started)
+            reply = Reply(mode, lang, [_source(best[0].hit, self.settings.retrieval.passage_chars, best[0])], timings, iter(()), started)
+            reply.quote = self.prompts.render("quote", lang=lang, title=best[0].title, quote=best[0].text)
+            reply._pieces = iter([reply.quote, f"\n\n{told}"])  # shown as a generated answer's quote is
+            return reply
         evidence = select(retriever.embedder, retrieval.vector, passages, lang, EVIDENCE_SENTENCES, self._sentence_vectors) if retrieval.vector is not None else []
         sources = [_source(h, self.settings.retrieval.passage_chars, evidence[0] if evidence else None) for h in passages]
         sentences = [e.text for e in evidence] or [s.text for s in sources]
