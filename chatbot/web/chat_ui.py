@@ -55,9 +55,10 @@ def sources_footer(reply: Reply) -> str:
     """The Markdown shown under an answer: how it was made and the passages it came from."""
     if not reply.sources:
         return ""
-    kind = "quoted" if reply.mode == "generate" and reply.checks else reply.mode  # the paraphrase was not shown
-    note = _MODE_NOTE.get((kind, reply.lang), "")
-    lines = [f"\n\n**{_SOURCES_LABEL.get(reply.lang, 'Sources')}** ({note})"]
+    # quoted alone: a generated answer whose paraphrase was not shown, or a refused request's quote
+    kind = "quoted" if (reply.mode == "generate" and reply.checks) or reply.mode == "abstain" else reply.mode
+    note = _MODE_NOTE.get((kind, reply.lang))
+    lines = [f"\n\n**{_SOURCES_LABEL.get(reply.lang, 'Sources')}**" + (f" ({note})" if note else "")]
     for n, source in enumerate(reply.sources, 1):
         heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""
         page = f" p. {source.page}" if source.page else ""

@@ -61,3 +61,5 @@ def test_a_generated_answer_shows_its_quote_as_one_and_marks_the_words_in_its_so
     shown = answer_markdown(reply)
     assert shown.startswith("> From “Returns policy”: “Opened &lt;b&gt;items&lt;/b&gt; can be returned within 14 days.”\n\nYes, within 14 days.")
     assert "<mark>Opened &lt;b&gt;items&lt;/b&gt; can be returned within 14 days.</mark> A fee applies." in shown  # the knowledge's markup stays text
+    refused = Reply("abstain", "en", [source], {}, iter([quote, "\n\nI can't do that for you here."]), 0.0, quote=quote).finish()
+    assert "**Sources** (quoted word for word from the passages below)" in answer_markdown(refused)  # a refused request's quote
