@@ -66,11 +66,9 @@ def run_engine(engine, prompts: list[list[int]], new_tokens: int) -> dict:
     return summarise(results, time.perf_counter() - began)
 
 
-def run_locked_generate(model, prompts: list[list[int]], new_tokens: int) -> dict:
-    import torch
+def token_stamps():
+    """A `generate` streamer whose `times` are when each new token came (the prompt, put first, is not one)."""
     from transformers.generation.streamers import BaseStreamer
-
-    lock = threading.Lock()
 
     class Stamps(BaseStreamer):
         def __init__(self):
@@ -85,9 +83,17 @@ def run_locked_generate(model, prompts: list[list[int]], new_tokens: int) -> dic
         def end(self):
             pass
 
+    return Stamps()
+
+
+def run_locked_generate(model, prompts: list[list[int]], new_tokens: int) -> dict:
+    import torch
+
+    lock = threading.Lock()
+
     def one(prompt):
         started = time.perf_counter()
-        streamer = Stamps()
+        streamer = token_stamps()
         with lock, torch.inference_mode():
             ids = torch.tensor([prompt], device=model.device)
             model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=streamer, pad_token_id=0, eos_token_id=None)
@@ -105,23 +111,12 @@ def compiled_generate_rate(model, prompt: list[int], new_tokens: int) -> float:
     import torch
 
     ids = torch.tensor([prompt], device=model.device)
-    stamps: list[float] = []
-
-    from transformers.generation.streamers import BaseStreamer
-
-    class Stamps(BaseStreamer):
-        def put(self, value):
-            stamps.append(time.perf_counter())
-
-        def end(self):
-            pass
-
     with torch.inference_mode():
         for _ in range(2):
-            stamps.clear()
+            streamer = token_stamps()
             model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, cache_implementation="static",
-                           streamer=Stamps(), pad_token_id=0, eos_token_id=None)
-    decode = stamps[2:]  # the prompt, then the first token
+                           streamer=streamer, pad_token_id=0, eos_token_id=None)
+    decode = streamer.times[1:]  # after the first token
     return (len(decode) - 1) / (decode[-1] - decode[0])
 
 
