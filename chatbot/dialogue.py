@@ -210,9 +210,11 @@ class DialogueManager:
                 return Reply(mode, lang, [], timings, iter([self.prompts.render("abstain", lang=lang, business=self.business)]), started)
             told = self.prompts.render("request", lang=lang, business=self.business)
             # A request about this knowledge ("Can you deliver to my PO box?") also gets the sentence of
-            # it nearest the request, quoted with its source first: what the business says about it.
+            # it nearest the request, quoted with its source first: what the business says about it;
+            # only a sentence as near the request as the calibrated threshold asks of a question (not a
+            # sentence of the passages an earlier turn brought, beside the point of this one).
             best = select(retriever.embedder, retrieval.vector, passages, lang, 1, self._sentence_vectors) if retrieval.vector is not None and _on_topic(retrieval, thresholds) else []
-            if not best:
+            if not best or best[0].score < thresholds.answer_for(lang):
                 return Reply(mode, lang, [], timings, iter([told]), started)
             reply = Reply(mode, lang, [_source(best[0].hit, self.settings.retrieval.passage_chars, best[0])], timings, iter(()), started)
             reply.quote = self.prompts.render("quote", lang=lang, title=best[0].title, quote=best[0].text)

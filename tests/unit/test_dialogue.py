@@ -293,6 +293,16 @@ def test_a_request_to_act_is_told_that_a_person_can_do_it(settings, monkeypatch)
     top = reply.sources[0]
     assert reply.quote.endswith(f"“{top.text[top.quote[0] : top.quote[1]]}”") and "14 days" in top.text[top.quote[0] : top.quote[1]]
     assert reply.text.endswith("shall I connect you?")
+    # a sentence further from the request than the topic threshold (one of the passages an earlier
+    # turn brought) is not quoted: the line alone
+    import dataclasses
+
+    import chatbot.dialogue as dialogue
+
+    select = dialogue.select
+    monkeypatch.setattr(dialogue, "select", lambda *a, **k: [dataclasses.replace(e, score=-1.0) for e in select(*a, **k)])
+    reply = manager.respond("Return my opened items within 14 days for me.").finish()
+    assert reply.mode == "abstain" and not reply.sources and reply.text.startswith("I can't do that for you here")
 
 
 def test_a_question_in_another_language_is_searched_without_the_conversation_before_it(manager):
