@@ -23,6 +23,10 @@ quoted sentence alone (`dialogue.py`). The checks:
   are sold in the Lighting section." restates the question as a claim; the evidence does not say
   it. (A denial, "No, the shipping fee does not count", is held by the negation check instead.) An
   answer that asks a question (the customer's own, repeated) is not shown either.
+- **Unknown**: an answer without a negation must not name what the customer named and the knowledge
+  never does: "是的，Lumen & Leaf 购买的沙发自签收之日起保修 1 年。" to "你们卖沙发吗？", beside the lamps'
+  warranty, where no passage says 沙发 (words as BM25 makes them: `KnowledgeIndex.names`). "Yes, you
+  can return the opened blender" stays, where a passage names blenders.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import re
 from dataclasses import dataclass
 
 from chatbot.language import detect_language
-from chatbot.lexical import HAN_RUN, latin_words
+from collections.abc import Callable
+
+from chatbot.lexical import HAN_RUN, latin_words, tokenize
 
 _EN_NUMBERS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -182,11 +188,12 @@ def content_units(text: str) -> set[str]:
     return units
 
 
-def check(answer: str, evidence: list[str], question: str = "", titles: tuple[str, ...] = ()) -> list[str]:
+def check(answer: str, evidence: list[str], question: str = "", titles: tuple[str, ...] = (), known: Callable[[str], bool] | None = None) -> list[str]:
     """Why `answer` to `question` may not be shown beside `evidence` (its sentences, best first,
-    from passages with these `titles`): a list of failed checks ("language": written in another
-    language than the evidence, so its words cannot be compared; "content": a bare verdict;
-    "quantity", "negation", "condition", "verdict", "echo"), empty when all pass."""
+    from passages with these `titles`; `known`: whether the knowledge names a BM25 word anywhere):
+    a list of failed checks ("language": written in another language than the evidence, so its
+    words cannot be compared; "content": a bare verdict; "quantity", "negation", "condition",
+    "verdict", "echo", "unknown"), empty when all pass."""
     joined = " ".join(evidence)
     if detect_language(answer) != detect_language(joined):
         return ["language"]
@@ -208,7 +215,16 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
         from_question = {u for u in said - from_evidence if _found(u, question, question_units)}
         if ("?" in answer or "？" in answer) or (not _negated(answer) and len(from_question) > len(from_evidence)):
             failures.append("echo")
+        if known is not None and not _negated(answer) and _unknown(answer, question, source, known):
+            failures.append("unknown")
     return failures
+
+
+def _unknown(answer: str, question: str, source: str, known: Callable[[str], bool]) -> bool:
+    """Whether `answer` has a word of `question` (two characters or more in Chinese) that neither
+    `source` (the evidence and its titles) nor anything `known` to the knowledge has."""
+    asked, given = set(tokenize(question)), set(tokenize(source))
+    return any(w in asked and w not in given and not known(w) for w in tokenize(_VERDICT.sub("", answer)) if not HAN_RUN.fullmatch(w) or len(w) > 1)
 
 
 def _found(unit: str, text: str, units: set[str]) -> bool:

@@ -225,7 +225,7 @@ class DialogueManager:
         sentences = [e.text for e in evidence] or [s.text for s in sources]
         messages = self.build_messages(question, sentences, history, lang)
         reply = Reply(mode, lang, sources, timings, iter(()), started)
-        reply._pieces = self._answer(reply, messages, evidence, sentences, question)
+        reply._pieces = self._answer(reply, messages, evidence, sentences, question, retriever.index.names)
         return reply
 
     def thresholds(self, retriever: Retriever | None = None) -> Thresholds:
@@ -246,10 +246,11 @@ class DialogueManager:
             {"role": "user", "content": self.prompts.render("user", lang=lang, sentences=sentences, question=question)},
         ]
 
-    def _answer(self, reply: Reply, messages: list[Message], evidence: list[Evidence], sentences: list[str], question: str) -> Iterator[str]:
+    def _answer(self, reply: Reply, messages: list[Message], evidence: list[Evidence], sentences: list[str], question: str, known) -> Iterator[str]:
         """The best sentence quoted at once, then the LM's answer to `question` whole once it passes
         the checks against `sentences` (a yes/no question's answer opens with a verdict); else the
-        other evidence sentences quoted too, and a line that offers a person. Sets `reply.checks`."""
+        other evidence sentences quoted too, and a line that offers a person (`known`: whether the
+        knowledge names a word, `KnowledgeIndex.names`). Sets `reply.checks`."""
         lang = reply.lang
         starts = VERDICTS[lang] if is_yes_no(question) else ()
         if evidence:
@@ -264,7 +265,7 @@ class DialogueManager:
             log.exception("the chat model failed while answering")
             reply.checks = ["error"]
         else:
-            reply.checks = ["not_stated"] if not answer or any(n in answer.lower() for n in NOT_STATED) else check(answer, sentences, question, tuple(e.title for e in evidence))
+            reply.checks = ["not_stated"] if not answer or any(n in answer.lower() for n in NOT_STATED) else check(answer, sentences, question, tuple(e.title for e in evidence), known)
         if not reply.checks:
             yield ("\n\n" if evidence else "") + answer
             return

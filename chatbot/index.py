@@ -161,6 +161,10 @@ class KnowledgeIndex:
         """The stored embedding of the chunk at `row`."""
         return self.vectors[row]
 
+    def names(self, word: str) -> bool:
+        """Whether a passage has `word` among its BM25 tokens (`lexical.tokenize`)."""
+        return word in self._bm25.vocab_dict
+
     def bm25_scores(self, tokens: list[str]) -> np.ndarray:
         """The BM25 score of every chunk for the query `tokens` (zeros when none is known)."""
         if not tokens:

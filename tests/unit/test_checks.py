@@ -126,3 +126,15 @@ OPENED_ZH = f"{OPENED_ZH_Q}\n可以。已拆封或已使用的商品可在签收
 ])
 def test_a_curated_entry_is_given_only_for_the_customers_case(question, entry, entry_question, same):
     assert same_case(question, entry, entry_question) is same
+
+
+def test_an_answer_naming_what_the_knowledge_never_names_is_not_shown():
+    known = {"灯具", "保修", "签收", "blender", "return", "open"}.__contains__
+    evidence = ["在 Lumen & Leaf 购买的灯具和灯泡自签收之日起保修 1 年。"]
+    sofa = "是的，Lumen & Leaf 购买的沙发自签收之日起保修 1 年。"
+    assert check(sofa, evidence, "知道了。那你们卖沙发吗？", known=known) == ["unknown"]
+    assert check(sofa, evidence, "知道了。那你们卖沙发吗？", known={"沙发"}.__contains__) == []  # a passage elsewhere names it
+    assert check("不，我们不卖沙发。", ["我们不卖家具，只卖灯具和植物。"], "你们卖沙发吗？", known=known) == []  # a denial is held by the negation check
+    blender = "Yes, you can return the opened blender within 14 days."
+    assert check(blender, RETURNS, "I used my blender once. Can I send it back?", known=known) == []
+    assert check(blender, RETURNS, "I used my blender once. Can I send it back?", known=set().__contains__) == ["unknown"]

@@ -182,6 +182,13 @@ def test_an_answer_that_fails_a_check_is_never_shown_the_quote_stands_alone(mana
     assert "\n\nAlso from “" in reply.text  # the other evidence sentences, quoted too
 
 
+def test_a_yes_about_what_no_passage_names_is_never_shown(manager):
+    manager.model.reply = "Yes, opened sofas can be returned within 14 days."
+    reply = manager.respond("Can opened sofas be returned within 14 days?").finish()
+    assert reply.mode == "generate" and reply.checks == ["unknown"]  # no passage of the knowledge says "sofa"
+    assert "sofas can be returned" not in reply.text and reply.text.startswith("From “Returns policy”: “Opened items")
+
+
 def test_an_unrelated_question_abstains_in_the_users_language_and_offers_a_person(manager):
     en = manager.respond("What is the capital of France?").finish()
     zh = manager.respond("法国的首都是哪里？").finish()
