@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     user_remove.add_argument("name")
     user_remove.set_defaults(run=_user_remove)
 
+    gaps = commands.add_parser("gaps", help="what customers asked that the knowledge could not answer, grouped into topics")
+    gaps_commands = gaps.add_subparsers(dest="gaps_command", required=True)
+    gaps_list = gaps_commands.add_parser("list", help="the gap topics, best ranked first (count x recency x handoffs)")
+    gaps_list.add_argument("--days", type=int, default=30, help="the gaps of the last N days (default 30)")
+    gaps_list.add_argument("--limit", type=int, default=20, help="show the first N topics (default 20)")
+    gaps_list.add_argument("--json", action="store_true", help="print one JSON object: topics, gaps, in_no_topic")
+    gaps_list.set_defaults(run=_gaps_list)
+
     ask = commands.add_parser("ask", help="answer one question and print the answer")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print one JSON object: answer, mode, sources, timings")
@@ -383,6 +391,28 @@ def _user_remove(settings: Settings, args: argparse.Namespace) -> int:
         raise UserError(f"no user '{args.name}'; `chatbot user list` shows them")
     store.audit(_cli_actor(), "user-remove", args.name)
     print(f"removed {args.name}")
+    return 0
+
+
+def _gaps_list(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.calibration import resolve
+    from chatbot.gaps import gap_topics
+    from chatbot.runtime import build_retriever
+
+    retriever = build_retriever(settings)
+    thresholds = resolve(settings.retrieval, retriever.index.manifest.get("calibration"))
+    found, gaps = gap_topics(_store(settings), retriever, thresholds, days=args.days)
+    alone = len(gaps) - sum(len(t.gaps) for t in found)
+    if args.json:
+        print(json.dumps({"topics": [t.as_dict() for t in found[: args.limit]], "gaps": len(gaps), "in_no_topic": alone}, ensure_ascii=False))
+        return 0
+    print(f"{len(gaps)} gap questions in the last {args.days} days: {len(found)} topics, {alone} in no topic")
+    for topic in found[: args.limit]:
+        signals = ", ".join(f"{name} {n}" for name, n in sorted(topic.signals.items()))
+        print(f"\n#{topic.id} [{topic.lang}] {' · '.join(topic.label)}: {len(topic.gaps)} questions ({signals}), score {topic.score:.1f}, "
+              f"first seen {topic.first_seen:%Y-%m-%d}, last {topic.last_seen:%Y-%m-%d}")
+        for example in topic.examples:
+            print(f"  - {example}")
     return 0
 
 

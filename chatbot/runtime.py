@@ -28,17 +28,23 @@ log = logging.getLogger(__name__)
 def build_dialogue_manager(settings: Settings, model: ChatModel | None = None) -> DialogueManager:
     """Everything one process needs to answer; `model` replaces the configured LM (tests)."""
     started = time.perf_counter()
-    embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
-    index = KnowledgeBase(settings, embedder).open(on_sync=audit_folder_sync(settings))
+    retriever = build_retriever(settings)
     if model is None:
         model = make_chat_model(settings.llm, settings.model_cache_dir)
-    retriever = Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
     manager = DialogueManager(settings, retriever, model, Prompts(settings.prompts_dir))
+    index = retriever.index
     log.info(
         "ready in %.1f s: %d chunks (index %s), embedder %s, model %s",
         time.perf_counter() - started, len(index.chunks), index.version, index.manifest["embedder"], model.name,
     )
     return manager
+
+
+def build_retriever(settings: Settings) -> Retriever:
+    """Retrieval over the live index version (synced with the knowledge folder first), without the LM."""
+    embedder = make_embeddings(settings.embeddings, settings.model_cache_dir)
+    index = KnowledgeBase(settings, embedder).open(on_sync=audit_folder_sync(settings))
+    return Retriever(index, embedder, settings.retrieval, turn_forms(settings, embedder))
 
 
 def audit_folder_sync(settings: Settings) -> Callable[[Report], None]:

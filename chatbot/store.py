@@ -90,6 +90,17 @@ class Feedback(Base):
     created: Mapped[datetime] = mapped_column(default=_now)
 
 
+class GapTopic(Base):
+    """A knowledge-gap topic's identity across runs (`chatbot/gaps.py`): the centre of its questions'
+    embeddings and when it was first seen; never the customers' text."""
+    __tablename__ = "gap_topics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lang: Mapped[str] = mapped_column(String(8))
+    centroid: Mapped[list] = mapped_column(JSON)
+    first_seen: Mapped[datetime] = mapped_column(default=_now)
+    updated: Mapped[datetime] = mapped_column(default=_now)
+
+
 class StaffUser(Base):
     __tablename__ = "staff_users"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -280,6 +291,37 @@ class Store:
                 bump(handed, "handed off")
         return [counts[d] for d in sorted(counts)]
 
+
+    # --- knowledge gaps (chatbot/gaps.py) ----------------------------------------------------------
+
+    def gap_messages(self, since: datetime) -> tuple[list[Message], dict[int, str]]:
+        """Every message of the conversations with a message since `since`, by conversation, then
+        id; and the thumbs-down their answers got: message id → the customer's reason."""
+        with self._session() as s:
+            recent = select(Message.conversation_id).where(Message.created >= since).distinct()
+            messages = list(s.scalars(select(Message).where(Message.conversation_id.in_(recent)).order_by(Message.conversation_id, Message.id)))
+            down = {m: c for m, c in s.execute(select(Feedback.message_id, Feedback.comment).where(Feedback.rating < 0, Feedback.conversation_id.in_(recent)))}
+        return messages, down
+
+    def gap_topics(self) -> list[dict]:
+        with self._session() as s:
+            return [{"id": t.id, "lang": t.lang, "centroid": t.centroid, "first_seen": t.first_seen} for t in s.scalars(select(GapTopic).order_by(GapTopic.id))]
+
+    def save_gap_topics(self, topics: list[dict]) -> list[int]:
+        """Store each topic's centre (`{id, lang, centroid, first_seen}`: id None for a new one);
+        returns their ids, in order. Topics not given are kept: one may come back."""
+        ids = []
+        with self._session() as s:
+            for t in topics:
+                row = s.get(GapTopic, t["id"]) if t["id"] is not None else None
+                if row is None:
+                    row = GapTopic(lang=t["lang"], centroid=t["centroid"], first_seen=t["first_seen"])
+                    s.add(row)
+                    s.flush()
+                else:
+                    row.centroid, row.updated = t["centroid"], _now()
+                ids.append(row.id)
+        return ids
 
     # --- staff users ------------------------------------------------------------------------------------
 

@@ -1,0 +1,232 @@
+"""The knowledge gaps: what customers asked that Kefu could not answer, grouped into topics.
+
+Signals, per stored customer question (the masked text the store keeps), read from the store:
+- `off_topic_abstain` / `near_miss_abstain`: the turn was refused. A near miss is a question that,
+  scored again on the live knowledge (`calibration.turn_topic`), lies nearer the calibrated
+  threshold than the off-topic probes' lower quartile (`Thresholds.floor`): passages near it, but
+  under the threshold. A request to act that was refused counts with the abstains.
+- `thumbs_down`: its answer got a thumbs-down, with the customer's reason where one was given.
+- `handoff`: the customer was handed to a person after it, with the person's first reply once there
+  is one (a message asking for a person is not itself the gap: the question before it is).
+- `repeat`: answered, and the same customer asked again within `REPEAT_WINDOW` with the same passage
+  ranked first: the answer did not settle it.
+
+Topics (`topics`): each language's gap questions clustered on the embeddings the chat already
+makes (scikit-learn's HDBSCAN: no number of topics to choose, and a question like no other is left
+out as noise rather than forced into a topic); each labelled by its most telling words (a class
+TF-IDF: frequent in the topic, rare among the other gaps) and the three questions nearest its
+centre; ranked by count × recency × handoffs (`Topic.score`). A topic keeps its id from one run
+to the next: a new cluster takes the id of the stored centroid it is mutually nearest to, where
+that centroid is as near as the cluster's own questions are to its centre (`match`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from chatbot.calibration import turn_topic
+from chatbot.embeddings import embed_queries
+from chatbot.handoff import asks_for_a_person
+from chatbot.lexical import surface_words
+
+REPEAT_WINDOW = timedelta(minutes=10)
+HALF_LIFE_DAYS = 7.0  # a gap question's weight in its topic's rank halves every week
+MIN_TOPIC = 5  # questions that make a topic: five customers asking one thing is worth an FAQ entry
+EXAMPLES = 3
+LABEL_WORDS = 4
+SIGNALS = ("off_topic_abstain", "near_miss_abstain", "thumbs_down", "handoff", "repeat")
+
+
+@dataclass
+class Gap:
+    """A customer question that was not answered well, with why (`signals`: name → detail)."""
+
+    message_id: int
+    conversation_id: str
+    question: str
+    created: datetime
+    history: list[dict]
+    signals: dict[str, str] = field(default_factory=dict)
+    lang: str = ""
+    vector: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class Topic:
+    id: int
+    lang: str
+    label: list[str]
+    examples: list[str]
+    gaps: list[Gap] = field(repr=False)
+    score: float
+    first_seen: datetime
+    last_seen: datetime
+
+    @property
+    def signals(self) -> dict[str, int]:
+        return dict(Counter(s for g in self.gaps for s in g.signals))
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "lang": self.lang, "label": self.label, "examples": self.examples, "count": len(self.gaps),
+                "signals": self.signals, "score": round(self.score, 3), "first_seen": self.first_seen.isoformat(timespec="seconds"),
+                "last_seen": self.last_seen.isoformat(timespec="seconds"), "message_ids": [g.message_id for g in self.gaps]}
+
+
+def find_gaps(messages: Iterable, thumbs_down: dict[int, str]) -> tuple[list[Gap], list[tuple[Gap, Gap]]]:
+    """The gap questions among stored `messages` (`Message` rows, ordered by conversation, then
+    id), with every signal but the abstains' type and `repeat` (`score_gaps` adds them), and the
+    pairs that may be a repeat: an answered question and the same customer's next one within
+    `REPEAT_WINDOW`. `thumbs_down`: the answers' message ids with a thumbs-down → the reason."""
+    gaps: dict[int, Gap] = {}
+    pairs: list[tuple[Gap, Gap]] = []
+    by_conversation: dict[str, list] = {}
+    for m in messages:
+        by_conversation.setdefault(m.conversation_id, []).append(m)
+    for conversation_id, rows in by_conversation.items():
+        history: list[dict] = []
+        asked = answered = None  # the customer's last question (not a request for a person); the last one answered
+        waiting: list[Gap] = []  # handed off, before the person's first reply
+        for m in rows:
+            if m.role == "user":
+                if not asks_for_a_person(m.content):
+                    asked = Gap(m.id, conversation_id, m.content, m.created, list(history), lang=m.lang or "")
+                    if answered is not None and asked.created - answered.created <= REPEAT_WINDOW:
+                        pairs.append((answered, asked))
+                    answered = None
+                history.append({"role": "user", "content": m.content})
+            elif m.role == "agent":
+                for gap in waiting:
+                    gap.signals["handoff"] = m.content
+                waiting = []
+            elif asked is not None:
+                if m.mode == "handoff":
+                    waiting.append(gaps.setdefault(asked.message_id, asked))
+                    asked.signals.setdefault("handoff", "")
+                elif m.mode == "abstain":
+                    gaps.setdefault(asked.message_id, asked).signals["abstain"] = ""
+                elif m.mode in ("faq", "generate"):
+                    answered = asked
+                if m.id in thumbs_down:
+                    gaps.setdefault(asked.message_id, asked).signals["thumbs_down"] = thumbs_down[m.id]
+                history.append({"role": "assistant", "content": m.content})
+    return list(gaps.values()), pairs
+
+
+def score_gaps(gaps: list[Gap], pairs: list[tuple[Gap, Gap]], retriever, thresholds) -> list[Gap]:
+    """The gaps scored again on the live knowledge: each one's language and vector (as the chat
+    embeds it), an abstain typed as a near miss or off topic; and of `pairs`, the answered
+    questions asked again: the next question as near to it as a curated FAQ question must be to
+    match (`thresholds.faq`), which become gaps with `repeat`. Returns every gap."""
+    if pairs:
+        texts = [g.question.lower() for pair in pairs for g in pair]
+        vectors = np.asarray(embed_queries(retriever.embedder, texts), dtype=np.float32)
+        units = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        known = {g.message_id: g for g in gaps}
+        for n, (first, _again) in enumerate(pairs):
+            if float(units[2 * n] @ units[2 * n + 1]) >= thresholds.faq:
+                known.setdefault(first.message_id, first).signals["repeat"] = ""
+        gaps = list(known.values())
+    for gap in gaps:
+        retrieval = retriever.retrieve(gap.question, gap.history, enough=thresholds.answer)
+        gap.lang, gap.vector = retrieval.lang, retrieval.vector
+        if gap.signals.pop("abstain", None) is not None:
+            threshold, floor = thresholds.answer_for(gap.lang), thresholds.floor.get(gap.lang)
+            near = floor is not None and turn_topic(retrieval, floor) >= (threshold + floor) / 2
+            gap.signals["near_miss_abstain" if near else "off_topic_abstain"] = ""
+    return sorted((g for g in gaps if g.vector is not None), key=lambda g: g.message_id)
+
+
+def cluster(vectors: np.ndarray, background: np.ndarray | None = None, min_topic: int = MIN_TOPIC) -> np.ndarray:
+    """A topic number per row (-1: in none), by HDBSCAN over the unit rows: a topic is `min_topic`
+    questions or more, each with as many near it (a dense core: one-off questions stay noise).
+    The rows are clustered among `background` rows (the shipped off-topic probes of the language:
+    questions of many domains): alone, the questions of a single topic among a few one-offs are one
+    cluster that never splits, which HDBSCAN does not report. A topic counts only the rows given,
+    and only with `min_topic` of them (a gap or two among the weather probes is no topic)."""
+    rows = vectors if background is None or not len(background) else np.concatenate([vectors, background])
+    if len(rows) < min_topic:
+        return np.full(len(vectors), -1)
+    from sklearn.cluster import HDBSCAN
+
+    units = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    labels = HDBSCAN(min_cluster_size=min_topic, min_samples=min_topic, copy=True).fit_predict(units)[: len(vectors)]
+    counts = Counter(labels.tolist())
+    return np.asarray([n if n >= 0 and counts[n] >= min_topic else -1 for n in labels.tolist()])
+
+
+def match(centroids: np.ndarray, spreads: np.ndarray, stored: np.ndarray) -> list[int | None]:
+    """For each new centroid (unit rows), the row of the stored centroid it takes its id from: the
+    two are each other's nearest, and nearer than the new cluster's questions are on average to its
+    own centre (`spreads`); else None."""
+    if not len(stored) or not len(centroids):
+        return [None] * len(centroids)
+    sims = centroids @ stored.T
+    best_stored, best_new = sims.argmax(axis=1), sims.argmax(axis=0)
+    return [int(s) if best_new[s] == n and sims[n, s] >= spreads[n] else None for n, s in enumerate(best_stored)]
+
+
+def _unit(row: np.ndarray) -> np.ndarray:
+    return row / max(float(np.linalg.norm(row)), 1e-12)
+
+
+def label(texts: list[str], words: Counter, clusters: int) -> list[str]:
+    """The topic's most telling words: frequent among its questions, rare among all the topics'
+    (class TF-IDF: `words` counts the questions of every topic that have each word)."""
+    counts = Counter(w for t in texts for w in set(surface_words(t)))
+    total = sum(words.values()) / max(clusters, 1)
+    weight = {w: (c / len(texts)) * math.log(1 + total / words[w]) for w, c in counts.items() if c > 1 or len(texts) < 3}
+    return [w for w, _ in sorted(weight.items(), key=lambda kv: (-kv[1], kv[0]))[:LABEL_WORDS]]
+
+
+def topics(gaps: list[Gap], stored: list[dict], now: datetime, background: dict[str, np.ndarray] | None = None) -> tuple[list[Topic], list[dict]]:
+    """The gaps' topics, best ranked first, and the stored topics to keep (`stored`: rows of
+    `{id, lang, centroid, first_seen}`; those matched get the new centroid; new ones have id None
+    until stored). `background`: per language, rows to cluster the gaps among (`cluster`)."""
+    found: list[Topic] = []
+    keep: list[dict] = []
+    for lang in sorted({g.lang for g in gaps}):
+        mine = [g for g in gaps if g.lang == lang]
+        vectors = np.stack([g.vector for g in mine]).astype(np.float32)
+        labels = cluster(vectors, (background or {}).get(lang))
+        groups = [[g for g, n in zip(mine, labels) if n == k] for k in sorted(set(labels) - {-1})]
+        if not groups:
+            continue
+        units = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        centroids = np.stack([_unit(units[labels == k].mean(axis=0)) for k in sorted(set(labels) - {-1})])
+        spreads = np.asarray([float((units[labels == k] @ c).mean()) for k, c in zip(sorted(set(labels) - {-1}), centroids)])
+        old = [s for s in stored if s["lang"] == lang and len(s["centroid"]) == units.shape[1]]  # another embedder's: not comparable
+        matched = match(centroids, spreads, np.asarray([s["centroid"] for s in old], dtype=np.float32).reshape(len(old), units.shape[1]))
+        words = Counter(w for group in groups for g in group for w in set(surface_words(g.question)))
+        for group, centre, row in zip(groups, centroids, matched):
+            previous = old[row] if row is not None else None
+            first_seen = min([g.created for g in group] + ([previous["first_seen"]] if previous else []))
+            nearest = list({g.question: g for g in sorted(group, key=lambda g: float(units[mine.index(g)] @ centre))}.values())[::-1]
+            weight = sum(0.5 ** (max((now - g.created).total_seconds(), 0) / 86400 / HALF_LIFE_DAYS) for g in group)
+            handoffs = sum("handoff" in g.signals for g in group)
+            found.append(Topic(previous["id"] if previous else 0, lang, label([g.question for g in group], words, len(groups)),
+                               [g.question for g in nearest[:EXAMPLES]], group, weight * (1 + handoffs), first_seen, max(g.created for g in group)))
+            keep.append({"id": previous["id"] if previous else None, "lang": lang, "centroid": [round(float(x), 6) for x in centre], "first_seen": first_seen, "topic": found[-1]})
+    found.sort(key=lambda t: -t.score)
+    return found, keep
+
+
+def gap_topics(store, retriever, thresholds, days: int = 30, now: datetime | None = None) -> tuple[list[Topic], list[Gap]]:
+    """The topics of the gaps of the last `days` days, best ranked first, with their ids (stored
+    now: `Store.save_gap_topics`), and every gap found (those in no topic too)."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    since = now - timedelta(days=days)
+    messages, down = store.gap_messages(since)
+    gaps, pairs = find_gaps(messages, down)
+    gaps = score_gaps([g for g in gaps if g.created >= since], [p for p in pairs if p[0].created >= since], retriever, thresholds)
+    probes = getattr(retriever.turns, "probes", None)
+    background = {lang: np.concatenate(probes.units, axis=1)[probes.langs == lang] for lang in ("en", "zh")} if probes is not None else None
+    found, keep = topics(gaps, store.gap_topics(), now, background)
+    for row, topic_id in zip(keep, store.save_gap_topics(keep)):
+        row["topic"].id = topic_id
+    return found, gaps

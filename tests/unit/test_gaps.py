@@ -1,0 +1,143 @@
+"""The knowledge gaps (`chatbot/gaps.py`) on fakes: the signals read from the store, the topics
+from vectors, their ids across runs, their rank."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from chatbot.gaps import Gap, cluster, find_gaps, match, score_gaps, topics
+from chatbot.store import Store, database_url
+
+NOW = datetime(2026, 12, 1, 12, 0)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(database_url("", tmp_path))
+
+
+def _turn(store, conversation, question, mode, answer="(reply)"):
+    asked = store.add_message(conversation, "user", question, lang="en")
+    replied = store.add_message(conversation, "assistant", answer, mode=mode)
+    return asked, replied
+
+
+def test_each_signal_is_read_from_the_store(store):
+    c = store.create_conversation("site", "visitor").id
+    refused, _ = _turn(store, c, "Do you offer gift wrapping?", "abstain")
+    disliked, answer = _turn(store, c, "How long does delivery take?", "generate")
+    store.add_feedback(c, answer.id, -1, "too vague")
+    handed, _ = _turn(store, c, "Can you assemble my shelf?", "generate")
+    _turn(store, c, "I want to talk to a person", "handoff")  # the request for a person is not the gap
+    store.add_message(c, "agent", "Yes, for USD 30.")
+    fine, _ = _turn(store, c, "Thanks, what about returns?", "faq")
+    messages, down = store.gap_messages(NOW - timedelta(days=365))
+    gaps, pairs = find_gaps(messages, down)
+    signals = {g.message_id: g.signals for g in gaps}
+    assert signals == {refused.id: {"abstain": ""}, disliked.id: {"thumbs_down": "too vague"}, handed.id: {"handoff": "Yes, for USD 30."}}
+    # answered, then another question within 10 minutes: maybe a repeat (`score_gaps` compares them)
+    assert [(a.message_id, b.message_id) for a, b in pairs] == [(disliked.id, handed.id), (handed.id, fine.id)]
+    assert [g.history for g in gaps if g.message_id == handed.id][0][-1] == {"role": "assistant", "content": "(reply)"}
+
+
+def test_a_question_asked_again_at_once_is_a_repeat_and_an_abstain_is_typed(store, settings):
+    from chatbot.calibration import resolve
+    from chatbot.embeddings import FakeEmbeddings
+    from chatbot.kb import KnowledgeBase
+    from chatbot.retrieval import Retriever
+
+    index = KnowledgeBase(settings, FakeEmbeddings()).open()
+    retriever = Retriever(index, FakeEmbeddings(), settings.retrieval)
+    thresholds = resolve(settings.retrieval, index.manifest.get("calibration"))
+    c = store.create_conversation("site", "visitor").id
+    first, _ = _turn(store, c, "How long does standard delivery take?", "faq")
+    _turn(store, c, "how long does standard delivery take", "faq")  # the same again: the answer did not settle it
+    other, _ = _turn(store, c, "Can opened items be returned?", "generate")
+    _turn(store, c, "What is the capital of France?", "abstain")
+    messages, down = store.gap_messages(NOW - timedelta(days=365))
+    gaps = score_gaps(*find_gaps(messages, down), retriever, thresholds)
+    by_id = {g.message_id: g for g in gaps}
+    assert by_id[first.id].signals == {"repeat": ""}
+    assert other.id not in by_id  # followed by another question: not a repeat
+    refused = [g for g in gaps if g.question.startswith("What is the capital")][0]
+    assert set(refused.signals) <= {"off_topic_abstain", "near_miss_abstain"} and refused.lang == "en" and refused.vector is not None
+
+
+def _blobs(rng, centres, per, spread=0.05):
+    return [c + rng.normal(0, spread, c.shape) for c in centres for _ in range(per)]
+
+
+def test_topics_are_found_noise_left_out_and_ids_kept_across_runs():
+    rng = np.random.default_rng(0)
+    centres = [np.eye(128)[i] * 3 for i in range(3)]
+    noise = [rng.normal(0, 1, 128) for _ in range(8)]
+    vectors = _blobs(rng, centres, 8) + noise
+    labels = cluster(np.asarray(vectors))
+    assert len(set(labels) - {-1}) == 3 and (labels[-8:] == -1).sum() >= 5  # HDBSCAN may take a stray point into a topic at its edge
+    def gaps_of(vectors, start):
+        return [Gap(start + n, "c", f"q{start + n}", NOW - timedelta(days=n % 10), [], {"off_topic_abstain": ""}, "en", v) for n, v in enumerate(vectors)]
+    first, keep = topics(gaps_of(vectors, 0), [], NOW)
+    assert len(first) == 3 and all(row["id"] is None for row in keep)
+    stored = [{"id": n + 1, "lang": r["lang"], "centroid": r["centroid"], "first_seen": r["first_seen"]} for n, r in enumerate(keep)]
+    for row, s in zip(keep, stored):
+        row["topic"].id = s["id"]
+    blob_of = {t.id: Counter(g.message_id // 8 for g in t.gaps).most_common(1)[0][0] for t in first}
+    # later: more questions of the same three subjects, and a new fourth one
+    more = _blobs(rng, [*centres, np.eye(128)[5] * 3], 6)
+    second, keep2 = topics(gaps_of(vectors + more, 0), stored, NOW)
+    assert len(second) == 4
+    for t in second:
+        if t.id in blob_of:  # the same subject, the same id
+            assert Counter(g.message_id // 8 for g in t.gaps if g.message_id < 24).most_common(1)[0][0] == blob_of[t.id]
+    assert [r["id"] for r in keep2].count(None) == 1  # only the new subject is new
+
+
+def test_a_centroid_matches_only_a_mutually_nearest_one_as_near_as_its_own_questions():
+    stored = np.asarray([[1.0, 0.0], [0.0, 1.0]])
+    new = np.asarray([[0.995, 0.0998], [0.6, 0.8]])
+    assert match(new, np.asarray([0.99, 0.99]), stored) == [0, None]  # 0.8 from the second: further than its spread
+
+
+def test_a_topic_with_recent_questions_and_handoffs_ranks_first():
+    rng = np.random.default_rng(1)
+    a, b = np.eye(16)[0] * 3, np.eye(16)[1] * 3
+    old = [Gap(n, "c", "old", NOW - timedelta(days=28), [], {"off_topic_abstain": ""}, "en", v) for n, v in enumerate(_blobs(rng, [a], 6))]
+    new = [Gap(10 + n, "c", "new", NOW - timedelta(hours=1), [], {"handoff": "reply"} if n < 2 else {"near_miss_abstain": ""}, "en", v)
+           for n, v in enumerate(_blobs(rng, [b], 6))]
+    found, _ = topics(old + new, [], NOW)
+    assert [t.examples[0] for t in found] == ["new", "old"]
+    assert found[0].signals == {"handoff": 2, "near_miss_abstain": 4} and found[0].score > 5 * found[1].score
+
+
+def test_the_store_keeps_topic_ids_and_never_customer_text(store):
+    ids = store.save_gap_topics([{"id": None, "lang": "en", "centroid": [1.0, 0.0], "first_seen": NOW}])
+    assert store.save_gap_topics([{"id": ids[0], "lang": "en", "centroid": [0.9, 0.1], "first_seen": NOW},
+                                  {"id": None, "lang": "zh", "centroid": [0.0, 1.0], "first_seen": NOW}]) == [ids[0], ids[0] + 1]
+    assert [(t["id"], t["centroid"]) for t in store.gap_topics()] == [(ids[0], [0.9, 0.1]), (ids[0] + 1, [0.0, 1.0])]
+
+
+def test_the_gaps_command_lists_the_topics(tmp_path, monkeypatch, capsys, knowledge_dir):
+    from chatbot.cli import main
+
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CHATBOT_KNOWLEDGE_DIR", str(knowledge_dir))
+    store = Store(database_url("", tmp_path / "data"))
+    asked = {}
+    for question in ["Do you offer gift wrapping?"] * 6 + ["你们有线下门店吗？"] * 6 + ["Who painted the Mona Lisa?", "明天天气怎么样？"]:
+        c = store.create_conversation("site", f"visitor-{len(asked)}").id
+        asked[store.add_message(c, "user", question, lang="zh" if "你" in question else "en").id] = question
+        store.add_message(c, "assistant", "(reply)", mode="abstain")
+    assert main(["--profile", "test", "gaps", "list", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)  # the fake embedder: the same words, the same vector
+    assert report["gaps"] == 14 and report["in_no_topic"] == 2
+    assert sorted((t["lang"], t["count"], t["examples"]) for t in report["topics"]) == [
+        ("en", 6, ["Do you offer gift wrapping?"]), ("zh", 6, ["你们有线下门店吗？"])]
+    assert {asked[m] for t in report["topics"] for m in t["message_ids"]} == {"Do you offer gift wrapping?", "你们有线下门店吗？"}
+    assert main(["--profile", "test", "gaps", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("14 gap questions in the last 30 days: 2 topics, 2 in no topic") and "  - Do you offer gift wrapping?" in out
