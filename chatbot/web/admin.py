@@ -173,6 +173,8 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store, accou
         rebuild_button.click(rebuild, outputs=outputs, concurrency_id="kb", concurrency_limit=1)
         ui.load(refresh, outputs=[table, summary, chosen])
         shown = {"knowledge": [changes]}
+        for permission, parts in build_gaps_tab(staff, ui, watcher).items():
+            shown.setdefault(permission, []).extend(parts)
         for build in (build_conversations_tab, build_site_keys_tab, build_staff_tab, build_audit_tab):
             for permission, parts in build(staff, ui).items():
                 shown.setdefault(permission, []).extend(parts)
@@ -328,6 +330,62 @@ def build_conversations_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
         wipe.click(erase, inputs=[picked, whole, sure, which], outputs=[erased, sure, messages, conversations, picked])
         ui.load(listing, inputs=which, outputs=[conversations, picked]).then(counts, outputs=plot)
     return {"reply": [replying], "customer_data": [data_row]}
+
+
+GAP_COLUMNS = ["Topic", "Language", "Telling words", "Questions", "Near misses", "Off topic", "Thumbs-down", "Handed off", "Asked again", "Score", "First seen", "Last seen"]
+SIGNAL_NAMES = {"near_miss_abstain": "refused, passages near", "off_topic_abstain": "refused, nothing near", "thumbs_down": "thumbs-down",
+                "handoff": "handed to a person", "repeat": "asked again"}
+
+
+def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[str, list]:
+    """What customers asked that the knowledge could not answer, grouped into topics and ranked
+    (`chatbot/gaps.py`), each topic's questions with why each is a gap and the person's reply
+    where one was handed off: what an FAQ entry should say."""
+    from chatbot.gaps import gap_topics
+
+    store = staff.store
+
+    @requires("read")
+    def find(days: float, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        staff.need(request, "read")
+        progress(0, desc="Scoring the gap questions on the live knowledge")
+        manager = watcher.manager
+        found, gaps = gap_topics(store, manager.retriever, manager.thresholds(), days=int(days or 30))
+        alone = len(gaps) - sum(len(t.gaps) for t in found)
+        summary = (f"**{len(gaps)}** questions in the last {int(days or 30)} days were refused, thumbed down, handed to a person or asked "
+                   f"again: **{len(found)}** topics of five or more, and {alone} in no topic. Ranked by count × recency × handoffs.")
+        rows = [[t.id, t.lang, " · ".join(t.label), len(t.gaps), *(t.signals.get(k, 0) for k in SIGNAL_NAMES), round(t.score, 1),
+                 t.first_seen.strftime("%Y-%m-%d"), t.last_seen.strftime("%Y-%m-%d")] for t in found]
+        kept = {t.id: [(g.question, {k: v for k, v in g.signals.items()}) for g in t.gaps] for t in found}
+        return summary, rows, gr.Dropdown(choices=[(f"#{t.id} · {' · '.join(t.label)}", t.id) for t in found], value=None), kept, ""
+
+    def detail(topic_id: int | None, kept: dict) -> str:
+        if topic_id is None or topic_id not in kept:
+            return ""
+        lines = []
+        for question, signals in kept[topic_id]:
+            why = ", ".join(SIGNAL_NAMES[k] for k in signals)
+            lines.append(f"- {as_text(question)} ({why})")
+            if signals.get("thumbs_down"):
+                lines.append(f"  - the customer's reason: {as_text(signals['thumbs_down'])}")
+            if signals.get("handoff"):
+                lines.append(f"  - the person replied: {as_text(signals['handoff'])}")
+        return "\n".join(lines)
+
+    with gr.Tab("Gaps · 知识缺口"):
+        gr.Markdown("What customers asked that the knowledge could not answer, grouped into topics. An FAQ entry for a topic "
+                    "(the person's replies are a start) closes it: add it on the Knowledge base tab.")
+        with gr.Row():
+            days = gr.Number(label="Days", value=30, minimum=1, maximum=365, precision=0, scale=0)
+            run = gr.Button("Find gap topics", variant="primary", scale=0)
+        summary = gr.Markdown()
+        table = gr.Dataframe(headers=GAP_COLUMNS, label="Gap topics, best ranked first", interactive=False, wrap=True)
+        topic = gr.Dropdown(label="Topic", choices=[])
+        questions = gr.Markdown()
+        kept = gr.State({})
+        run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1)
+        topic.change(detail, inputs=[topic, kept], outputs=questions)
+    return {}
 
 
 def build_site_keys_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:

@@ -1,0 +1,50 @@
+"""The admin page's Gaps tab in headless Chromium against the real server: stored conversations with
+planted gaps become ranked topics; a topic shows its questions, why each is a gap, and the person's
+reply where one was handed off."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from chatbot.store import Store, database_url
+from tests.gap_fixture import stored_turns
+from tests.integration.conftest import ADMIN_PASSWORD, click
+
+pytestmark = pytest.mark.slow
+
+
+def _text(driver) -> str:
+    return driver.execute_script("return document.body.innerText")
+
+
+def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    stored_turns(Store(database_url("", serve_data)), datetime.now())  # the server's own store
+    browser.set_window_size(1300, 1600)
+    browser.get(f"{server}/admin/")
+    wait = WebDriverWait(browser, 120, poll_frequency=0.3)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+    browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("admin")
+    browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(ADMIN_PASSWORD, Keys.ENTER)
+    wait.until(lambda d: "Index version" in _text(d))
+    click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Gaps" in b.text))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Find gap topics"))
+    wait.until(lambda d: "topics of five or more" in _text(d))
+    page = _text(browser)
+    for words in ("gift", "student", "assembl", "订阅"):
+        assert words in page
+    picker = click(browser, lambda d: next(i for i in d.find_elements(By.CSS_SELECTOR, "input[role=combobox]") if i.is_displayed()))
+    picker.send_keys("gift")
+    click(browser, lambda d: next(o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if "gift" in o.text))
+    wait.until(lambda d: "Do you offer gift wrapping?" in _text(d) and "the person replied: We can do that for you" in _text(d))
+    assert "the customer's reason: not what I asked" in _text(browser)
+    shot_dir = Path(os.environ.get("KEFU_SCREENSHOT_DIR", tmp_path))
+    shot_dir.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shot_dir / "admin-gaps.png"))
