@@ -118,6 +118,23 @@ def _parser() -> argparse.ArgumentParser:
     gaps_list.add_argument("--limit", type=int, default=20, help="show the first N topics (default 20)")
     gaps_list.add_argument("--json", action="store_true", help="print one JSON object: topics, gaps, in_no_topic")
     gaps_list.set_defaults(run=_gaps_list)
+    gaps_draft = gaps_commands.add_parser("draft", help="write a draft FAQ entry for a gap topic (from the person's replies, else the LM)")
+    gaps_draft.add_argument("topic", type=int, help="a topic id of `chatbot gaps list`")
+    gaps_draft.add_argument("--days", type=int, default=30)
+    gaps_draft.set_defaults(run=_gaps_draft)
+    gaps_drafts = gaps_commands.add_parser("drafts", help="the drafts and their review")
+    gaps_drafts.add_argument("--status", choices=["pending", "approved", "dismissed"])
+    gaps_drafts.add_argument("--json", action="store_true")
+    gaps_drafts.set_defaults(run=_gaps_drafts)
+    gaps_approve = gaps_commands.add_parser("approve", help="approve a draft (optionally edited) and publish the approved ones as the document gap-answers.csv")
+    gaps_approve.add_argument("draft", type=int)
+    gaps_approve.add_argument("--question")
+    gaps_approve.add_argument("--answer")
+    gaps_approve.set_defaults(run=_gaps_approve)
+    gaps_dismiss = gaps_commands.add_parser("dismiss", help="dismiss a draft, saying why")
+    gaps_dismiss.add_argument("draft", type=int)
+    gaps_dismiss.add_argument("--reason", required=True)
+    gaps_dismiss.set_defaults(run=_gaps_dismiss)
 
     ask = commands.add_parser("ask", help="answer one question and print the answer")
     ask.add_argument("question")
@@ -413,6 +430,68 @@ def _gaps_list(settings: Settings, args: argparse.Namespace) -> int:
               f"first seen {topic.first_seen:%Y-%m-%d}, last {topic.last_seen:%Y-%m-%d}")
         for example in topic.examples:
             print(f"  - {example}")
+    return 0
+
+
+def _gaps_draft(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.gaps import gap_topics, write_draft
+    from chatbot.runtime import build_dialogue_manager
+
+    manager = build_dialogue_manager(settings)
+    store = _store(settings)
+    found, _ = gap_topics(store, manager.retriever, manager.thresholds(), days=args.days)
+    topic = next((t for t in found if t.id == args.topic), None)
+    if topic is None:
+        raise UserError(f"no gap topic {args.topic} in the last {args.days} days; `chatbot gaps list` shows them")
+    draft = store.add_gap_draft(**write_draft(topic, manager, manager.masker))
+    store.audit(_cli_actor(), "gap-draft", f"draft {draft.id} for topic {topic.id}")
+    _print_draft(draft)
+    return 0
+
+
+def _print_draft(draft) -> None:
+    print(f"draft {draft.id} ({draft.status}) for topic {draft.topic_id} [{draft.lang}]")
+    print(f"  Q: {draft.question}")
+    print(f"  A: {draft.answer or '(none yet: the knowledge does not say it; write one with --answer)'}")
+    if draft.cites:
+        print(f"  from the person's replies in conversations {', '.join(draft.cites)}")
+    if draft.needs_source:
+        print("  needs a source: written by the LM from the nearest passages, which did not answer these questions")
+    if draft.near_entry:
+        print(f"  near the existing FAQ entry {draft.near_entry}")
+    if draft.reason:
+        print(f"  reason: {draft.reason} ({draft.reviewer})")
+
+
+def _gaps_drafts(settings: Settings, args: argparse.Namespace) -> int:
+    drafts = _store(settings).gap_drafts(args.status or "")
+    if args.json:
+        fields = ("id", "topic_id", "lang", "question", "answer", "cites", "needs_source", "near_entry", "status", "reason", "reviewer")
+        print(json.dumps([{f: getattr(d, f) for f in fields} for d in drafts], ensure_ascii=False))
+        return 0
+    for draft in drafts:
+        _print_draft(draft)
+    return 0
+
+
+def _gaps_approve(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.gaps import APPROVED_DOCUMENT, approve
+    from chatbot.privacy import Masker
+
+    store = _store(settings)
+    report = approve(store, _knowledge_base(settings), Masker(settings.privacy.mask), args.draft, _cli_actor(), args.question, args.answer)
+    store.audit(_cli_actor(), "gap-approve", f"draft {args.draft}", detail={"version": report.version if report else ""})
+    print(f"approved draft {args.draft}; {APPROVED_DOCUMENT} is in index {report.version}" if report else f"approved draft {args.draft}")
+    return 0
+
+
+def _gaps_dismiss(settings: Settings, args: argparse.Namespace) -> int:
+    from chatbot.gaps import dismiss
+
+    store = _store(settings)
+    dismiss(store, _knowledge_base(settings), args.draft, _cli_actor(), args.reason)
+    store.audit(_cli_actor(), "gap-dismiss", f"draft {args.draft}")
+    print(f"dismissed draft {args.draft}")
     return 0
 
 

@@ -40,6 +40,7 @@ HALF_LIFE_DAYS = 7.0  # a gap question's weight in its topic's rank halves every
 MIN_TOPIC = 5  # questions that make a topic: five customers asking one thing is worth an FAQ entry
 EXAMPLES = 3
 LABEL_WORDS = 4
+ROUNDING = 1e-3  # a stored centroid's six decimals: a topic of one question asked alike (spread 1.0) still matches its own
 SIGNALS = ("off_topic_abstain", "near_miss_abstain", "thumbs_down", "handoff", "repeat")
 
 
@@ -168,7 +169,7 @@ def match(centroids: np.ndarray, spreads: np.ndarray, stored: np.ndarray) -> lis
         return [None] * len(centroids)
     sims = centroids @ stored.T
     best_stored, best_new = sims.argmax(axis=1), sims.argmax(axis=0)
-    return [int(s) if best_new[s] == n and sims[n, s] >= spreads[n] else None for n, s in enumerate(best_stored)]
+    return [int(s) if best_new[s] == n and sims[n, s] >= spreads[n] - ROUNDING else None for n, s in enumerate(best_stored)]
 
 
 def _unit(row: np.ndarray) -> np.ndarray:
@@ -230,3 +231,92 @@ def gap_topics(store, retriever, thresholds, days: int = 30, now: datetime | Non
     for row, topic_id in zip(keep, store.save_gap_topics(keep)):
         row["topic"].id = topic_id
     return found, gaps
+
+
+APPROVED_DOCUMENT = "gap-answers.csv"  # the approved drafts: one knowledge document, versioned and removable like any other
+
+
+def write_draft(topic: Topic, manager, masker) -> dict:
+    """A draft FAQ entry for `topic` (the fields of `store.GapDraft`). Its question is the topic's
+    question nearest its centre. Its answer is the reply the person gave most often where the
+    topic's questions were handed off, citing those conversations; otherwise the LM's one sentence
+    from the passages nearest the question (`manager`: the chat's own prompt), marked as needing a
+    source, since the knowledge did not answer these questions; or empty when the LM finds nothing
+    there. A draft as near an existing FAQ entry as a curated match must be names that entry.
+    Personal data is masked (`masker`): a person's reply may hold some."""
+    from chatbot.dialogue import NOT_STATED
+    from chatbot.evidence import select
+
+    question = topic.examples[0]
+    thresholds = manager.thresholds()
+    retrieval = manager.retriever.retrieve(question, [], enough=thresholds.answer)
+    replies = [(g.conversation_id, g.signals["handoff"]) for g in topic.gaps if g.signals.get("handoff")]
+    if replies:
+        answer = Counter(reply for _, reply in replies).most_common(1)[0][0]
+        cites, needs_source = sorted({c for c, reply in replies if reply == answer}), False
+    else:
+        answer, cites, needs_source = "", [], True
+        passages = retrieval.passages[: manager.settings.retrieval.passages_in_prompt]
+        evidence = select(manager.retriever.embedder, retrieval.vector, passages, retrieval.lang, 3) if retrieval.vector is not None else []
+        if evidence:
+            written = "".join(manager.model.stream(manager.build_messages(question, [e.text for e in evidence], [], retrieval.lang))).strip()
+            answer = "" if any(n in written.lower() for n in NOT_STATED) else written
+    faq = retrieval.faq
+    near = f"{faq.chunk.metadata.get('id')}: {faq.chunk.metadata.get('question')}" if faq is not None and faq.score >= thresholds.faq else ""
+    return {"topic_id": topic.id, "lang": topic.lang, "question": masker.mask(question), "answer": masker.mask(answer), "cites": cites,
+            "needs_source": needs_source, "near_entry": near[:300]}
+
+
+def approved_csv(drafts) -> bytes:
+    """The approved drafts as the knowledge document `APPROVED_DOCUMENT` (question, answer)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["question", "answer"])
+    for draft in drafts:
+        writer.writerow([draft.question.strip(), draft.answer.strip()])
+    return out.getvalue().encode("utf-8")
+
+
+def publish(store, kb):
+    """Every approved draft, as one document through the normal knowledge-base path (a new version;
+    the previous `APPROVED_DOCUMENT` replaced, or removed when none is left). The `kb.Report`, or
+    None when there was nothing to do."""
+    from chatbot.kb import Upload
+
+    approved = store.gap_drafts("approved")
+    if approved:
+        return kb.add([Upload(APPROVED_DOCUMENT, approved_csv(approved))])
+    if any(d["name"] == APPROVED_DOCUMENT for d in kb.documents()):
+        return kb.remove(APPROVED_DOCUMENT)
+    return None
+
+
+def approve(store, kb, masker, draft_id: int, reviewer: str, question: str | None = None, answer: str | None = None):
+    """Approve a draft, with the reviewer's edits (masked too), and publish every approved draft
+    (`publish`); a draft without an answer cannot be approved."""
+    from chatbot.errors import UserError
+
+    draft = next((d for d in store.gap_drafts() if d.id == draft_id), None)
+    if draft is None:
+        raise UserError(f"no draft {draft_id}; `chatbot gaps drafts` lists them")
+    question = masker.mask(question.strip()) if question and question.strip() else draft.question
+    answer = masker.mask(answer.strip()) if answer and answer.strip() else draft.answer
+    if not answer.strip():
+        raise UserError(f"draft {draft_id} has no answer yet (the knowledge does not say it): write one (--answer, or the Answer box) and approve again")
+    store.review_gap_draft(draft_id, "approved", reviewer, question=question, answer=answer)
+    return publish(store, kb)
+
+
+def dismiss(store, kb, draft_id: int, reviewer: str, reason: str):
+    """Dismiss a draft with the reviewer's reason (required); one that was approved leaves the
+    published document (`publish`)."""
+    from chatbot.errors import UserError
+
+    if not reason.strip():
+        raise UserError("say why the draft is dismissed (--reason, or the Reason box): the next reviewer reads it")
+    was = next((d.status for d in store.gap_drafts() if d.id == draft_id), None)
+    store.review_gap_draft(draft_id, "dismissed", reviewer, reason=reason.strip())
+    return publish(store, kb) if was == "approved" else None

@@ -101,6 +101,25 @@ class GapTopic(Base):
     updated: Mapped[datetime] = mapped_column(default=_now)
 
 
+class GapDraft(Base):
+    """A draft FAQ entry for a gap topic (`chatbot/gaps.py`), and its review: pending, approved
+    (published in the knowledge document `gaps.APPROVED_DOCUMENT`) or dismissed, with the reason."""
+    __tablename__ = "gap_drafts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic_id: Mapped[int] = mapped_column(Integer, index=True)
+    lang: Mapped[str] = mapped_column(String(8))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text, default="")
+    cites: Mapped[list] = mapped_column(JSON, default=list)  # the conversations whose person's replies it was written from
+    needs_source: Mapped[bool] = mapped_column(default=False)  # written by the LM from the nearest passages, or empty
+    near_entry: Mapped[str] = mapped_column(String(300), default="")  # an existing FAQ entry it is as near as a match
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | approved | dismissed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    reviewer: Mapped[str] = mapped_column(String(200), default="")
+    created: Mapped[datetime] = mapped_column(default=_now)
+    updated: Mapped[datetime] = mapped_column(default=_now)
+
+
 class StaffUser(Base):
     __tablename__ = "staff_users"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -322,6 +341,28 @@ class Store:
                     row.centroid, row.updated = t["centroid"], _now()
                 ids.append(row.id)
         return ids
+
+    def add_gap_draft(self, **fields: Any) -> GapDraft:
+        draft = GapDraft(**fields)
+        with self._session() as s:
+            s.add(draft)
+        return draft
+
+    def gap_drafts(self, status: str = "") -> list[GapDraft]:
+        with self._session() as s:
+            query = select(GapDraft).order_by(GapDraft.id)
+            return list(s.scalars(query.where(GapDraft.status == status) if status else query))
+
+    def review_gap_draft(self, draft_id: int, status: str, reviewer: str, reason: str = "", question: str | None = None, answer: str | None = None) -> GapDraft:
+        """Approve or dismiss a draft (an approval may edit its question and answer)."""
+        with self._session() as s:
+            draft = s.get(GapDraft, draft_id)
+            if draft is None:
+                raise UserError(f"no draft {draft_id}; `chatbot gaps drafts` lists them")
+            draft.status, draft.reviewer, draft.reason, draft.updated = status, reviewer, reason, _now()
+            draft.question = question if question is not None else draft.question
+            draft.answer = answer if answer is not None else draft.answer
+            return draft
 
     # --- staff users ------------------------------------------------------------------------------------
 

@@ -337,11 +337,15 @@ SIGNAL_NAMES = {"near_miss_abstain": "refused, passages near", "off_topic_abstai
                 "handoff": "handed to a person", "repeat": "asked again"}
 
 
+DRAFT_COLUMNS = ["Draft", "Topic", "Status", "Question", "Answer", "From", "Reviewer", "Reason"]
+
+
 def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[str, list]:
     """What customers asked that the knowledge could not answer, grouped into topics and ranked
     (`chatbot/gaps.py`), each topic's questions with why each is a gap and the person's reply
-    where one was handed off: what an FAQ entry should say."""
-    from chatbot.gaps import gap_topics
+    where one was handed off; a draft FAQ entry for a topic, reviewed (approved, edited or
+    dismissed with a reason) and published as one knowledge document."""
+    from chatbot.gaps import APPROVED_DOCUMENT, approve, dismiss, gap_topics, write_draft
 
     store = staff.store
 
@@ -356,14 +360,16 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
                    f"again: **{len(found)}** topics of five or more, and {alone} in no topic. Ranked by count × recency × handoffs.")
         rows = [[t.id, t.lang, " · ".join(t.label), len(t.gaps), *(t.signals.get(k, 0) for k in SIGNAL_NAMES), round(t.score, 1),
                  t.first_seen.strftime("%Y-%m-%d"), t.last_seen.strftime("%Y-%m-%d")] for t in found]
-        kept = {t.id: [(g.question, {k: v for k, v in g.signals.items()}) for g in t.gaps] for t in found}
+        kept = {t.id: t for t in found}
         return summary, rows, gr.Dropdown(choices=[(f"#{t.id} · {' · '.join(t.label)}", t.id) for t in found], value=None), kept, ""
 
-    def detail(topic_id: int | None, kept: dict) -> str:
-        if topic_id is None or topic_id not in kept:
+    @requires("read")
+    def detail(topic_id: int | None, kept: dict, request: gr.Request) -> str:
+        staff.need(request, "read")
+        if not isinstance(kept, dict) or topic_id not in kept:
             return ""
         lines = []
-        for question, signals in kept[topic_id]:
+        for question, signals in ((g.question, g.signals) for g in kept[topic_id].gaps):
             why = ", ".join(SIGNAL_NAMES[k] for k in signals)
             lines.append(f"- {as_text(question)} ({why})")
             if signals.get("thumbs_down"):
@@ -371,6 +377,56 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
             if signals.get("handoff"):
                 lines.append(f"  - the person replied: {as_text(signals['handoff'])}")
         return "\n".join(lines)
+
+    @requires("read")
+    def drafts_table(request: gr.Request):
+        staff.need(request, "read")
+        return [[d.id, d.topic_id, d.status, d.question, d.answer, ("the person's replies" if d.cites else "the LM: needs a source" if d.needs_source else ""),
+                 d.reviewer, d.reason] for d in store.gap_drafts()]
+
+    @requires("knowledge")
+    def make_draft(topic_id: int | None, kept: dict, request: gr.Request):
+        name = staff.need(request, "knowledge")
+        if not isinstance(kept, dict) or topic_id not in kept:
+            raise gr.Error("Find the gap topics and choose one first.")
+        manager = watcher.manager
+        draft = store.add_gap_draft(**write_draft(kept[topic_id], manager, manager.masker))
+        staff.audit(request, "gap-draft", f"draft {draft.id} for topic {topic_id}")
+        notes = [f"Draft **{draft.id}** for topic {topic_id}, by {as_text(name)}: edit it, then approve or dismiss it."]
+        if draft.cites:
+            notes.append(f"Written from the person's replies in conversations {', '.join(draft.cites)}.")
+        if draft.needs_source:
+            notes.append("**Needs a source**: " + ("written by the LM from the nearest passages, which did not answer these questions; check it." if draft.answer
+                                                   else "the knowledge does not say it: write the answer."))
+        if draft.near_entry:
+            notes.append(f"Near the existing FAQ entry {as_text(draft.near_entry)}: approving adds this one beside it.")
+        return draft.id, draft.question, draft.answer, " ".join(notes), drafts_table(request)
+
+    @requires("knowledge")
+    def approve_draft(draft_id: int | None, question: str, answer: str, request: gr.Request):
+        name = staff.need(request, "knowledge")
+        if not draft_id:
+            raise gr.Error("Write a draft first.")
+        try:
+            report = approve(store, watcher.kb, watcher.manager.masker, int(draft_id), name, question, answer)
+        except ChatbotError as e:
+            raise gr.Error(str(e)) from e
+        watcher.refresh()
+        staff.audit(request, "gap-approve", f"draft {draft_id}", {"version": report.version if report else ""})
+        return f"Approved draft {draft_id}: {APPROVED_DOCUMENT} is live in index {report.version if report else '(unchanged)'}; the chat answers it now.", drafts_table(request)
+
+    @requires("knowledge")
+    def dismiss_draft(draft_id: int | None, reason: str, request: gr.Request):
+        name = staff.need(request, "knowledge")
+        if not draft_id:
+            raise gr.Error("Write a draft first.")
+        try:
+            dismiss(store, watcher.kb, int(draft_id), name, reason or "")
+        except ChatbotError as e:
+            raise gr.Error(str(e)) from e
+        watcher.refresh()
+        staff.audit(request, "gap-dismiss", f"draft {draft_id}")
+        return f"Dismissed draft {draft_id}.", drafts_table(request)
 
     with gr.Tab("Gaps · 知识缺口"):
         gr.Markdown("What customers asked that the knowledge could not answer, grouped into topics. An FAQ entry for a topic "
@@ -383,9 +439,25 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         topic = gr.Dropdown(label="Topic", choices=[])
         questions = gr.Markdown()
         kept = gr.State({})
-        run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1)
+        with gr.Column(visible=False) as reviewing:
+            write = gr.Button("Draft an FAQ entry for this topic", scale=0)
+            note = gr.Markdown()
+            with gr.Row():
+                draft_id = gr.Number(label="Draft", precision=0, interactive=False, scale=0)
+                question = gr.Textbox(label="Question", scale=2)
+                answer = gr.Textbox(label="Answer", lines=3, scale=3)
+            with gr.Row():
+                accept = gr.Button("Approve and publish", variant="primary", scale=0)
+                reason = gr.Textbox(label="Reason (to dismiss)", scale=2)
+                drop = gr.Button("Dismiss", variant="stop", scale=0)
+            result = gr.Markdown()
+        drafts = gr.Dataframe(headers=DRAFT_COLUMNS, label="Drafts and their review", interactive=False, wrap=True)
+        run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1).then(drafts_table, outputs=drafts)
         topic.change(detail, inputs=[topic, kept], outputs=questions)
-    return {}
+        write.click(make_draft, inputs=[topic, kept], outputs=[draft_id, question, answer, note, drafts], concurrency_id="gaps", concurrency_limit=1)
+        accept.click(approve_draft, inputs=[draft_id, question, answer], outputs=[result, drafts], concurrency_id="kb", concurrency_limit=1)
+        drop.click(dismiss_draft, inputs=[draft_id, reason], outputs=[result, drafts], concurrency_id="kb", concurrency_limit=1)
+    return {"knowledge": [reviewing]}
 
 
 def build_site_keys_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
@@ -504,7 +576,7 @@ def build_staff_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:
 
 
 AUDIT_COLUMNS = ["id", "time (UTC)", "who", "action", "target", "address", "detail"]
-AUDIT_ACTIONS = ["(all)", "sign-in", "sign-in-failed", "sign-in-refused", "view", "reply", "hand-back", "export", "erase", "purge", "kb-add", "kb-remove", "kb-rebuild", "kb-sync", "sitekey-add", "sitekey-remove", "user-add", "user-role", "user-password", "user-remove"]
+AUDIT_ACTIONS = ["(all)", "sign-in", "sign-in-failed", "sign-in-refused", "view", "reply", "hand-back", "export", "erase", "purge", "kb-add", "kb-remove", "kb-rebuild", "kb-sync", "gap-draft", "gap-approve", "gap-dismiss", "sitekey-add", "sitekey-remove", "user-add", "user-role", "user-password", "user-remove"]
 
 
 def build_audit_tab(staff: Staff, ui: gr.Blocks) -> dict[str, list]:

@@ -17,6 +17,15 @@ from tests.integration.conftest import ADMIN_PASSWORD, click
 pytestmark = pytest.mark.slow
 
 
+REPLY = "We can do that for you: reply with your order number."
+
+
+def _chat_answer(url: str, question: str) -> str:
+    from gradio_client import Client
+
+    return str(Client(url, verbose=False).predict(question, [], api_name="/chat")[1][-1]["content"])
+
+
 def _text(driver) -> str:
     return driver.execute_script("return document.body.innerText")
 
@@ -48,3 +57,18 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     shot_dir = Path(os.environ.get("KEFU_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(shot_dir / "admin-gaps.png"))
+
+    # A draft from the person's replies, approved: the chat answers the topic's question with it.
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Draft an FAQ entry for this topic"))
+    wait.until(lambda d: "Written from the person's replies in conversations" in _text(d))
+    answer = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.get_attribute("value") == REPLY)
+    browser.execute_script("arguments[0].scrollIntoView()", answer)
+    browser.save_screenshot(str(shot_dir / "admin-gap-draft.png"))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Approve and publish"))
+    WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "the chat answers it now" in _text(d))
+    assert REPLY in _chat_answer(server, "Can you gift wrap my order?")
+    reason = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.is_displayed() and "Reason" in t.find_element(By.XPATH, "./ancestor::label").text)
+    reason.send_keys("only a test")
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Dismiss"))
+    WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "Dismissed draft" in _text(d))
+    assert REPLY not in _chat_answer(server, "Can you gift wrap my order?")  # the published document left with it

@@ -141,3 +141,66 @@ def test_the_gaps_command_lists_the_topics(tmp_path, monkeypatch, capsys, knowle
     assert main(["--profile", "test", "gaps", "list"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("14 gap questions in the last 30 days: 2 topics, 2 in no topic") and "  - Do you offer gift wrapping?" in out
+
+
+def test_a_gap_is_drafted_from_the_persons_reply_approved_published_and_then_answered(tmp_path, monkeypatch, capsys, knowledge_dir):
+    from chatbot.cli import main
+    from chatbot.config import load_settings
+    from chatbot.runtime import build_dialogue_manager
+
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CHATBOT_KNOWLEDGE_DIR", str(knowledge_dir))
+    store = Store(database_url("", tmp_path / "data"))
+    handed = []
+    for n in range(6):
+        c = store.create_conversation("site", f"visitor-{n}").id
+        store.add_message(c, "user", "Do you offer gift wrapping?", lang="en")
+        store.add_message(c, "assistant", "(reply)", mode="abstain")
+        if n < 2:  # handed to a person, who answers (with a phone number the draft must not carry)
+            store.add_message(c, "user", "talk to a person please")
+            store.add_message(c, "assistant", "(notice)", mode="handoff")
+            store.add_message(c, "agent", "Yes: gift wrap is USD 4 per item, call +1 415 555 0100.")
+            handed.append(c)
+    assert main(["--profile", "test", "gaps", "list", "--json"]) == 0
+    topic = json.loads(capsys.readouterr().out)["topics"][0]
+    assert main(["--profile", "test", "gaps", "draft", str(topic["id"])]) == 0
+    out = capsys.readouterr().out
+    assert "Q: Do you offer gift wrapping?" in out and "from the person's replies in conversations" in out
+    draft = store.gap_drafts()[0]
+    assert draft.cites == sorted(handed) and not draft.needs_source
+    assert draft.answer == "Yes: gift wrap is USD 4 per item, call [phone ••••0100]."  # masked
+    assert main(["--profile", "test", "gaps", "approve", str(draft.id)]) == 0
+    assert "gap-answers.csv is in index" in capsys.readouterr().out
+
+    settings = load_settings("test", environ={"CHATBOT_DATA_DIR": str(tmp_path / "data"), "CHATBOT_KNOWLEDGE_DIR": str(knowledge_dir)})
+    reply = build_dialogue_manager(settings).respond("Do you offer gift wrapping?").finish()
+    assert (reply.mode, reply.text) == ("faq", draft.answer) and reply.sources[0].source.endswith("gap-answers.csv")
+
+    assert main(["--profile", "test", "gaps", "dismiss", str(draft.id), "--reason", " "]) == 2  # a reason is required
+    assert "say why the draft is dismissed" in capsys.readouterr().err
+    assert main(["--profile", "test", "gaps", "dismiss", str(draft.id), "--reason", "we stopped gift wrapping"]) == 0
+    assert store.gap_drafts()[0].status == "dismissed" and store.gap_drafts()[0].reason == "we stopped gift wrapping"
+    reply = build_dialogue_manager(settings).respond("Do you offer gift wrapping?").finish()
+    assert reply.mode != "faq" or "gift wrap is USD 4" not in reply.text  # the document is gone with it
+
+
+def test_a_topic_nobody_answered_gets_the_lms_draft_marked_as_needing_a_source(settings, store):
+    from chatbot.dialogue import DialogueManager
+    from chatbot.embeddings import FakeEmbeddings
+    from chatbot.gaps import Topic, write_draft
+    from chatbot.kb import KnowledgeBase
+    from chatbot.llm import FakeChatModel
+    from chatbot.prompts import Prompts
+    from chatbot.retrieval import Retriever
+
+    index = KnowledgeBase(settings, FakeEmbeddings()).open()
+    manager = DialogueManager(settings, Retriever(index, FakeEmbeddings(), settings.retrieval), FakeChatModel(), Prompts(settings.prompts_dir))
+    gaps = [Gap(n, f"c{n}", "Can opened items be returned after a month?", NOW, [], {"near_miss_abstain": ""}, "en") for n in range(5)]
+    topic = Topic(7, "en", ["opened"], ["Can opened items be returned after a month?"], gaps, 5.0, NOW, NOW)
+    draft = write_draft(topic, manager, manager.masker)
+    assert draft["needs_source"] and draft["cites"] == [] and draft["topic_id"] == 7
+    assert draft["answer"] == "Fake answer: Opened items can be returned within 14 days if undamaged; a 15% restocking fee applies."
+    manager.model.reply = "Not stated."
+    assert write_draft(topic, manager, manager.masker)["answer"] == ""  # nothing there: the admin writes it
+    faq = write_draft(Topic(8, "en", [], ["How long does standard delivery take?"], gaps, 1.0, NOW, NOW), manager, manager.masker)
+    assert faq["near_entry"].startswith("en/faq.csv#0: How long does standard delivery take?")
