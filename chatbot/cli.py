@@ -118,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     gaps_list.add_argument("--limit", type=int, default=20, help="show the first N topics (default 20)")
     gaps_list.add_argument("--json", action="store_true", help="print one JSON object: topics, gaps, in_no_topic")
     gaps_list.set_defaults(run=_gaps_list)
+    gaps_metrics = gaps_commands.add_parser("metrics", help="resolution rate, containment, handoff, abstain and thumbs-down rates per day; time to close a gap")
+    gaps_metrics.add_argument("--days", type=int, default=30)
+    gaps_metrics.add_argument("--json", action="store_true")
+    gaps_metrics.set_defaults(run=_gaps_metrics)
     gaps_draft = gaps_commands.add_parser("draft", help="write a draft FAQ entry for a gap topic (from the person's replies, else the LM)")
     gaps_draft.add_argument("topic", type=int, help="a topic id of `chatbot gaps list`")
     gaps_draft.add_argument("--days", type=int, default=30)
@@ -430,6 +434,24 @@ def _gaps_list(settings: Settings, args: argparse.Namespace) -> int:
               f"first seen {topic.first_seen:%Y-%m-%d}, last {topic.last_seen:%Y-%m-%d}")
         for example in topic.examples:
             print(f"  - {example}")
+    return 0
+
+
+def _gaps_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    metrics = _store(settings).resolution_metrics(args.days)
+    if args.json:
+        print(json.dumps(metrics, ensure_ascii=False))
+        return 0
+
+    def pct(x) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    print("day         conversations  resolved  contained  handed off  abstained  thumbs-down")
+    for r in [*metrics["days"], metrics["total"] | {"day": "all"}]:
+        print(f"{r['day']:<11} {r['conversations']:>13}  {pct(r['resolution_rate']):>8}  {pct(r['containment']):>9}  {pct(r['handoff_rate']):>10}"
+              f"  {pct(r['abstain_rate']):>9}  {pct(r['thumbs_down_rate']):>11}")
+    for gap in metrics["gaps_closed"]:
+        print(f"gap topic {gap['topic']} closed in {gap['days']} days (first asked {gap['first_seen'][:10]}, draft approved {gap['closed'][:10]})")
     return 0
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    and_,
+    case,
     ForeignKey,
     Integer,
     String,
@@ -35,7 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column, sessionmaker
 
 from chatbot.errors import UserError
 
@@ -342,6 +344,52 @@ class Store:
                 ids.append(row.id)
         return ids
 
+    def resolution_metrics(self, days: int = 30, now: datetime | None = None) -> dict:
+        """Per day and in all, over the conversations started in the last `days` days (README,
+        "Knowledge gaps"), each counted in SQL:
+        - resolution rate: conversations answered (a curated or generated answer) with no handoff,
+          no thumbs-down and no question asked again (the same words later in the conversation);
+        - containment: conversations never handed to a person;
+        - handoff rate; abstain rate and thumbs-down rate per answer given;
+        and for each gap topic closed (a draft approved), the days from its first question to the
+        approval."""
+        since = (now or _now()) - timedelta(days=days)
+        day = func.date(Conversation.created)
+        answered = select(Message.id).where(Message.conversation_id == Conversation.id, Message.mode.in_(("faq", "generate"))).exists()
+        down = select(Feedback.id).where(Feedback.conversation_id == Conversation.id, Feedback.rating < 0).exists()
+        first, again = aliased(Message), aliased(Message)
+        repeat = (select(first.id).join(again, and_(again.conversation_id == first.conversation_id, again.id > first.id, again.role == "user",
+                                                     again.content == first.content))
+                  .where(first.conversation_id == Conversation.id, first.role == "user").exists())
+        handed = Conversation.handed_off.is_not(None)
+        per_conversation = (select(day, func.count(), func.sum(case((and_(answered, ~handed, ~down, ~repeat), 1), else_=0)),
+                                   func.sum(case((handed, 1), else_=0)))
+                            .where(Conversation.created >= since).group_by(day))
+        message_day = func.date(Message.created)
+        per_answer = (select(message_day, func.count(), func.sum(case((Message.mode == "abstain", 1), else_=0)))
+                      .where(Message.role == "assistant", Message.mode.in_(("faq", "generate", "abstain")), Message.created >= since).group_by(message_day))
+        feedback_day = func.date(Feedback.created)
+        per_feedback = select(feedback_day, func.count()).where(Feedback.rating < 0, Feedback.created >= since).group_by(feedback_day)
+        closed = (select(GapTopic.id, GapTopic.first_seen, func.min(GapDraft.updated)).join(GapDraft, GapDraft.topic_id == GapTopic.id)
+                  .where(GapDraft.status == "approved").group_by(GapTopic.id, GapTopic.first_seen).order_by(GapTopic.id))
+        rows: dict[str, dict] = {}
+
+        def row(d) -> dict:
+            return rows.setdefault(str(d), {"day": str(d), "conversations": 0, "resolved": 0, "handed_off": 0, "answers": 0, "abstained": 0, "thumbs_down": 0})
+
+        with self._session() as s:
+            for d, n, resolved, handed_off in s.execute(per_conversation):
+                row(d).update(conversations=n, resolved=int(resolved or 0), handed_off=int(handed_off or 0))
+            for d, n, abstained in s.execute(per_answer):
+                row(d).update(answers=n, abstained=int(abstained or 0))
+            for d, n in s.execute(per_feedback):
+                row(d).update(thumbs_down=n)
+            gaps_closed = [{"topic": t, "first_seen": first_seen.isoformat(timespec="seconds"), "closed": at.isoformat(timespec="seconds"),
+                            "days": round((at - first_seen).total_seconds() / 86400, 1)} for t, first_seen, at in s.execute(closed)]
+        days_rows = [_rates(rows[d]) for d in sorted(rows)]
+        total = _rates({k: sum(r[k] for r in days_rows) for k in ("conversations", "resolved", "handed_off", "answers", "abstained", "thumbs_down")})
+        return {"days": days_rows, "total": total, "gaps_closed": gaps_closed}
+
     def add_gap_draft(self, **fields: Any) -> GapDraft:
         draft = GapDraft(**fields)
         with self._session() as s:
@@ -504,6 +552,17 @@ class Store:
         if head is not None and head.rows != n:  # a row deleted from the end
             return n, -1
         return n, None
+
+
+def _rates(counts: dict) -> dict:
+    """`counts` with the rates of `Store.resolution_metrics` (None where there is nothing to divide by)."""
+    def share(a: int, b: int) -> float | None:
+        return round(a / b, 4) if b else None
+
+    conversations, answers = counts["conversations"], counts["answers"]
+    return counts | {"resolution_rate": share(counts["resolved"], conversations), "containment": share(conversations - counts["handed_off"], conversations),
+                     "handoff_rate": share(counts["handed_off"], conversations), "abstain_rate": share(counts["abstained"], answers),
+                     "thumbs_down_rate": share(counts["thumbs_down"], answers)}
 
 
 def normalise_origin(origin: str) -> str:

@@ -67,14 +67,13 @@ def stored_turns(store, now: datetime, per_topic: int = 10, seed: int = 0, first
         c = store.create_conversation("test-site", f"visitor-{rng.random():.12f}")
         asked = store.add_message(c.id, "user", question, lang="zh" if any("\u4e00" <= ch <= "\u9fff" for ch in question) else "en")
         answer = store.add_message(c.id, "assistant", "(the reply)", mode=mode)
-        if down:
-            store.add_feedback(c.id, answer.id, -1, "not what I asked")
+        feedback = store.add_feedback(c.id, answer.id, -1, "not what I asked") if down else None
         if handoff:
             store.add_message(c.id, "user", "I want to talk to a person")
+            store.set_status(c.id, "handoff")
             store.add_message(c.id, "assistant", "(handoff notice)", mode="handoff")
             store.add_message(c.id, "agent", "We can do that for you: reply with your order number.")
-        for message in (asked, answer):  # spread over the last 20 days
-            _set_created(store, message.id, created)
+        _set_created(store, created, conversation=c.id, messages=(asked.id, answer.id), feedback=feedback.id if feedback else None)  # over 20 days
         return asked.id
 
     for topic, questions in PLANTED.items():
@@ -88,10 +87,13 @@ def stored_turns(store, now: datetime, per_topic: int = 10, seed: int = 0, first
     return planted
 
 
-def _set_created(store, message_id: int, created: datetime) -> None:
+def _set_created(store, created: datetime, conversation: str, messages: tuple[int, ...], feedback: int | None) -> None:
     from sqlalchemy import update
 
-    from chatbot.store import Message
+    from chatbot.store import Conversation, Feedback, Message
 
     with store._session() as s:
-        s.execute(update(Message).where(Message.id == message_id).values(created=created))
+        s.execute(update(Conversation).where(Conversation.id == conversation).values(created=created))
+        s.execute(update(Message).where(Message.id.in_(messages)).values(created=created))
+        if feedback is not None:
+            s.execute(update(Feedback).where(Feedback.id == feedback).values(created=created))

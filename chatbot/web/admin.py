@@ -364,6 +364,25 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         return summary, rows, gr.Dropdown(choices=[(f"#{t.id} · {' · '.join(t.label)}", t.id) for t in found], value=None), kept, ""
 
     @requires("read")
+    def metrics(days: float, request: gr.Request):
+        staff.need(request, "read")
+        import pandas as pd
+
+        m = store.resolution_metrics(int(days or 30))
+        names = {"resolution_rate": "resolved", "containment": "contained", "handoff_rate": "handed off", "abstain_rate": "abstained", "thumbs_down_rate": "thumbs-down"}
+        long = [{"day": r["day"], "rate": r[k], "what": name} for r in m["days"] for k, name in names.items() if r[k] is not None]
+        t = m["total"]
+
+        def pct(x) -> str:
+            return "–" if x is None else f"{x:.0%}"
+
+        closed = "; ".join(f"topic {g['topic']} in {g['days']} days" for g in m["gaps_closed"]) or "none yet"
+        note = (f"Over {t['conversations']} conversations: **{pct(t['resolution_rate'])} resolved** (answered, with no handoff, thumbs-down or "
+                f"question asked again), {pct(t['containment'])} contained, {pct(t['handoff_rate'])} handed off; of {t['answers']} answers "
+                f"{pct(t['abstain_rate'])} refused and {pct(t['thumbs_down_rate'])} thumbed down. Gaps closed: {closed}.")
+        return note, pd.DataFrame(long or [{"day": "", "rate": 0.0, "what": "resolved"}])
+
+    @requires("read")
     def detail(topic_id: int | None, kept: dict, request: gr.Request) -> str:
         staff.need(request, "read")
         if not isinstance(kept, dict) or topic_id not in kept:
@@ -452,7 +471,9 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
                 drop = gr.Button("Dismiss", variant="stop", scale=0)
             result = gr.Markdown()
         drafts = gr.Dataframe(headers=DRAFT_COLUMNS, label="Drafts and their review", interactive=False, wrap=True)
-        run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1).then(drafts_table, outputs=drafts)
+        rates_note = gr.Markdown()
+        rates = gr.LinePlot(x="day", y="rate", color="what", label="Per day: resolved, contained, handed off (of conversations); abstained, thumbs-down (of answers)", y_lim=[0, 1])
+        run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1).then(drafts_table, outputs=drafts).then(metrics, inputs=days, outputs=[rates_note, rates])
         topic.change(detail, inputs=[topic, kept], outputs=questions)
         write.click(make_draft, inputs=[topic, kept], outputs=[draft_id, question, answer, note, drafts], concurrency_id="gaps", concurrency_limit=1)
         accept.click(approve_draft, inputs=[draft_id, question, answer], outputs=[result, drafts], concurrency_id="kb", concurrency_limit=1)

@@ -46,6 +46,7 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Gaps" in b.text))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Find gap topics"))
     wait.until(lambda d: "topics of five or more" in _text(d))
+    wait.until(lambda d: "resolved** (answered" in d.page_source or "resolved (answered" in _text(d))  # the resolution metrics under it
     page = _text(browser)
     for words in ("gift", "student", "assembl", "订阅"):
         assert words in page
@@ -72,3 +73,5 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Dismiss"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "Dismissed draft" in _text(d))
     assert REPLY not in _chat_answer(server, "Can you gift wrap my order?")  # the published document left with it
+    browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    browser.save_screenshot(str(shot_dir / "admin-gap-metrics.png"))

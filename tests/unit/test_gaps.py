@@ -158,6 +158,7 @@ def test_a_gap_is_drafted_from_the_persons_reply_approved_published_and_then_ans
         store.add_message(c, "assistant", "(reply)", mode="abstain")
         if n < 2:  # handed to a person, who answers (with a phone number the draft must not carry)
             store.add_message(c, "user", "talk to a person please")
+            store.set_status(c, "handoff")
             store.add_message(c, "assistant", "(notice)", mode="handoff")
             store.add_message(c, "agent", "Yes: gift wrap is USD 4 per item, call +1 415 555 0100.")
             handed.append(c)
@@ -171,6 +172,12 @@ def test_a_gap_is_drafted_from_the_persons_reply_approved_published_and_then_ans
     assert draft.answer == "Yes: gift wrap is USD 4 per item, call [phone ••••0100]."  # masked
     assert main(["--profile", "test", "gaps", "approve", str(draft.id)]) == 0
     assert "gap-answers.csv is in index" in capsys.readouterr().out
+    assert main(["--profile", "test", "gaps", "metrics", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert [g["topic"] for g in metrics["gaps_closed"]] == [topic["id"]] and metrics["total"]["conversations"] == 6
+    assert metrics["total"]["handoff_rate"] == round(2 / 6, 4) and metrics["total"]["resolution_rate"] == 0.0
+    assert main(["--profile", "test", "gaps", "metrics"]) == 0
+    assert f"gap topic {topic['id']} closed in 0.0 days" in capsys.readouterr().out
 
     settings = load_settings("test", environ={"CHATBOT_DATA_DIR": str(tmp_path / "data"), "CHATBOT_KNOWLEDGE_DIR": str(knowledge_dir)})
     reply = build_dialogue_manager(settings).respond("Do you offer gift wrapping?").finish()
@@ -204,3 +211,50 @@ def test_a_topic_nobody_answered_gets_the_lms_draft_marked_as_needing_a_source(s
     assert write_draft(topic, manager, manager.masker)["answer"] == ""  # nothing there: the admin writes it
     faq = write_draft(Topic(8, "en", [], ["How long does standard delivery take?"], gaps, 1.0, NOW, NOW), manager, manager.masker)
     assert faq["near_entry"].startswith("en/faq.csv#0: How long does standard delivery take?")
+
+
+def _at(store, model, row_id, when):
+    from sqlalchemy import update
+
+    with store._session() as s:
+        s.execute(update(model).where(model.id == row_id).values(created=when))
+
+
+def test_the_resolution_metrics_match_a_hand_count(store):
+    from chatbot.store import Conversation, Feedback, GapDraft, Message
+
+    day, before = datetime(2026, 11, 20, 10, 0), datetime(2026, 11, 19, 10, 0)
+
+    def conversation(turns, when, down=False, handoff=False):
+        c = store.create_conversation("site", f"v{len(store.list_conversations())}")
+        _at(store, Conversation, c.id, when)
+        last = None
+        for question, mode in turns:
+            for m in (store.add_message(c.id, "user", question), last := store.add_message(c.id, "assistant", "(reply)", mode=mode)):
+                _at(store, Message, m.id, when)
+        if down:
+            _at(store, Feedback, store.add_feedback(c.id, last.id, -1).id, when)
+        if handoff:
+            store.set_status(c.id, "handoff")
+
+    conversation([("How long is delivery?", "faq")], day)  # resolved
+    conversation([("Can I return it?", "generate")], day, down=True)  # answered, thumbed down
+    conversation([("Gift wrap?", "abstain")], day, handoff=True)  # refused, handed off
+    conversation([("Do you ship abroad?", "generate"), ("Do you ship abroad?", "generate")], day)  # asked again
+    conversation([("What is the warranty?", "generate")], before)  # resolved, the day before
+    topic = store.save_gap_topics([{"id": None, "lang": "en", "centroid": [1.0], "first_seen": day - timedelta(days=10)}])[0]
+    draft = store.add_gap_draft(topic_id=topic, lang="en", question="Gift wrap?", answer="Yes.")
+    store.review_gap_draft(draft.id, "approved", "admin")
+    with store._session() as s:
+        s.get(GapDraft, draft.id).updated = day
+
+    metrics = store.resolution_metrics(days=30, now=day + timedelta(days=1))
+    by_day = {r["day"]: r for r in metrics["days"]}
+    assert {k: by_day["2026-11-20"][k] for k in ("conversations", "resolved", "handed_off", "answers", "abstained", "thumbs_down")} == {
+        "conversations": 4, "resolved": 1, "handed_off": 1, "answers": 5, "abstained": 1, "thumbs_down": 1}
+    assert (by_day["2026-11-19"]["conversations"], by_day["2026-11-19"]["resolved"], by_day["2026-11-19"]["answers"]) == (1, 1, 1)
+    total = metrics["total"]
+    assert (total["resolution_rate"], total["containment"], total["handoff_rate"]) == (0.4, 0.8, 0.2)
+    assert (total["abstain_rate"], total["thumbs_down_rate"]) == (round(1 / 6, 4), round(1 / 6, 4))
+    assert [(g["topic"], g["days"]) for g in metrics["gaps_closed"]] == [(topic, 10.0)]
+    assert store.resolution_metrics(days=30, now=day + timedelta(days=60))["total"]["resolution_rate"] is None  # nothing in the window

@@ -22,7 +22,7 @@ from chatbot.web.app import create_app
 PASSWORD = "correct horse battery"
 # Every action of the admin page and the lowest role allowed it. An action missing here fails.
 ACTIONS = {
-    "refresh": "viewer", "listing": "viewer", "show": "viewer", "counts": "viewer", "find": "viewer", "detail": "viewer", "drafts_table": "viewer",
+    "refresh": "viewer", "listing": "viewer", "show": "viewer", "counts": "viewer", "find": "viewer", "metrics": "viewer", "detail": "viewer", "drafts_table": "viewer",
     "reply": "agent", "hand_back": "agent",
     "upload": "admin", "remove": "admin", "rebuild": "admin", "make_draft": "admin", "approve_draft": "admin", "dismiss_draft": "admin", "keys": "admin", "create": "admin", "delete": "admin",
     "export": "admin", "erase": "admin", "rows": "admin", "verify": "admin",
