@@ -47,12 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     add = kb_commands.add_parser("add", help="add documents (a new version of a known name replaces it)")
     add.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files, or folders to add every file under")
     add.add_argument("--json", action="store_true", help="print one JSON object: added, replaced, unchanged, refused, version")
+    add.add_argument("--dry-run", action="store_true", help="do not publish: replay the last 30 days' questions and the labelled sets in "
+                     "<data_dir>/evalsets/ on the changed version and print what would change (exit 1 if a labelled question gets worse)")
     add.set_defaults(run=_kb_add)
     listing = kb_commands.add_parser("list", help="list the documents")
     listing.add_argument("--json", action="store_true", help="print a JSON list of documents")
     listing.set_defaults(run=_kb_list)
     remove = kb_commands.add_parser("remove", help="remove documents and all their chunks")
     remove.add_argument("ids", nargs="+", metavar="ID", help="a document's id (or its name), from `chatbot kb list`")
+    remove.add_argument("--dry-run", action="store_true", help="do not remove: replay questions on the changed version, as kb add --dry-run")
     remove.set_defaults(run=_kb_remove)
     rebuild = kb_commands.add_parser("rebuild", help="re-read, re-chunk and re-embed every document")
     rebuild.set_defaults(run=_kb_rebuild)
@@ -208,6 +211,8 @@ def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
             uploads.append(Upload(path.name, path.read_bytes()))
         else:
             missing.append(f"{path}: no such file or folder; check the path")
+    if args.dry_run:
+        return _dry_run(settings, uploads=uploads, missing=missing)
     report = _knowledge_base(settings, not args.json).add(uploads, _progress_printer(not args.json))
     report.refused = missing + report.refused
     if report.added or report.replaced:
@@ -250,12 +255,35 @@ def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
 def _kb_remove(settings: Settings, args: argparse.Namespace) -> int:
     from chatbot.kb import chunks_label
 
+    if args.dry_run:
+        return _dry_run(settings, remove=tuple(args.ids))
     report = _knowledge_base(settings).remove(*args.ids)
     if report.removed:
         _store(settings).audit(_cli_actor(), "kb-remove", ", ".join(d["name"] for d in report.removed)[:300], detail={"version": report.version})
     for doc in report.removed:
         print(f"removed: {doc['name']} (id {doc['id']}, {chunks_label(doc['chunks'])}); index version {report.version}")
     return 0
+
+
+def _dry_run(settings: Settings, uploads=(), remove: tuple[str, ...] = (), missing: list[str] | None = None) -> int:
+    """A change tried on a shadow version and replayed (`chatbot/replay.py`); nothing goes live."""
+    from chatbot.replay import EVALSETS, labelled_questions, lines, replay, stored_questions
+    from chatbot.runtime import build_dialogue_manager
+
+    manager = build_dialogue_manager(settings)
+    report = _knowledge_base(settings).try_change(list(uploads), remove)
+    for error in (missing or []) + report.refused:
+        print(f"refused: {error}")
+    if report.index is None:
+        print("nothing would change")
+        return 0
+    changed = ", ".join(f"{what} {d['name']}" for what, docs in (("add", report.added), ("replace", report.replaced), ("remove", report.removed)) for d in docs)
+    print(f"tried (not published): {changed}")
+    asked = stored_questions(_store(settings)) + labelled_questions(settings.data_dir / EVALSETS)
+    result = replay(manager, report.index, asked)
+    for line in lines(result):
+        print(line)
+    return 1 if result["harmful"] else 0
 
 
 def _kb_rebuild(settings: Settings, args: argparse.Namespace) -> int:

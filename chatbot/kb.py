@@ -139,6 +139,21 @@ class KnowledgeBase:
         with self._writing():
             return self._update(self._ready(progress), uploads, set(), progress)
 
+    def try_change(self, uploads: list[Upload] = (), remove: tuple[str, ...] = (), progress: Progress | None = None) -> Report:
+        """The version that adding `uploads` and removing `remove` (ids or names) would make,
+        built and calibrated but not made live (`Report.index`; nothing of the live version
+        changes): a shadow to replay questions on before publishing (`chatbot/replay.py`)."""
+        with self._writing():
+            live = self._ready(progress)
+            docs = self.documents(live) if live else []
+            gone = set()
+            for doc_id in remove:
+                match = [d["id"] for d in docs if doc_id in (d["id"], d["name"])]
+                if not match:
+                    raise UserError(f"no document '{doc_id}' in the knowledge base; `chatbot kb list` shows the ids")
+                gone.add(match[0])
+            return self._update(live, list(uploads), gone, progress, publish=False)
+
     def remove(self, *doc_ids: str) -> Report:
         """Remove documents (by id, or by name) and all their chunks, in one new version."""
         with self._writing():
@@ -270,9 +285,11 @@ class KnowledgeBase:
         folder_sync: bool = False,
         tombstones: dict[str, str] | None = None,
         added_at: dict[str, str] | None = None,
+        publish: bool = True,
     ) -> Report:
         """One change: read and check the uploads, keep their originals, embed the new chunks,
-        and write and swap in a new version. Called with the writer's lock held."""
+        and write and swap in a new version (with `publish` false: the version in memory only,
+        `try_change`). Called with the writer's lock held."""
         started = time.perf_counter()
         report_progress = progress or (lambda fraction, text: None)
         report = Report()
@@ -340,9 +357,13 @@ class KnowledgeBase:
         }
         report_progress(0.96, "calibrating when to answer on this knowledge")
         index.manifest["calibration"] = self._calibrate(index)
+        report.version, report.embedded_chunks, report.index = index.version, len(fresh), index
+        if not publish:
+            report.seconds = time.perf_counter() - started
+            report_progress(1.0, f"index {index.version} is ready to try (not live)")
+            return report
         index.save(self.index_dir, checkpoint)
         self._collect_originals(docs)
-        report.version, report.embedded_chunks, report.index = index.version, len(fresh), index
         report.seconds = time.perf_counter() - started
         report_progress(1.0, f"index {index.version} is live")
         log.info("knowledge base: version %s, %d documents, %d chunks (%d embedded) in %.1f s", index.version, len(docs), len(chunks), len(fresh), report.seconds)

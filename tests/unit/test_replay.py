@@ -1,0 +1,62 @@
+"""A knowledge change replayed before it goes live (`chatbot/replay.py`, `kb add|remove --dry-run`),
+on fakes: the stored questions and the labelled sets, what would change, the harmful change flagged,
+and nothing published."""
+
+from __future__ import annotations
+
+import json
+
+from chatbot.store import Store, database_url
+
+LABELLED = [
+    {"id": "1", "history": [], "question": "How long does standard delivery take?", "gold_ids": ["en/faq.csv#0"], "lang": "en"},
+    {"id": "2", "history": [], "question": "How do I reset my password?", "gold_ids": ["en/faq.csv#2"], "lang": "en"},
+    {"id": "3", "history": [], "question": "Can opened items be returned within 14 days?", "gold_ids": ["en/returns.md#2"], "lang": "en"},
+    {"id": "4", "history": [], "question": "What is the capital of France?", "gold_ids": [], "lang": "en"},
+]
+
+
+def _setup(tmp_path, monkeypatch, knowledge_dir):
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CHATBOT_KNOWLEDGE_DIR", str(knowledge_dir))
+    (tmp_path / "data" / "evalsets").mkdir(parents=True)
+    (tmp_path / "data" / "evalsets" / "shop.jsonl").write_text("".join(json.dumps(q) + "\n" for q in LABELLED), encoding="utf-8")
+    store = Store(database_url("", tmp_path / "data"))
+    c = store.create_conversation("site", "visitor").id
+    store.add_message(c, "user", "Do you ship abroad?", lang="en")
+    store.add_message(c, "assistant", "We only ship within the country.", mode="faq")
+    return store
+
+
+def test_a_harmful_change_is_flagged_by_the_replay_and_nothing_is_published(tmp_path, monkeypatch, capsys, knowledge_dir):
+    from chatbot.cli import main
+
+    _setup(tmp_path, monkeypatch, knowledge_dir)
+    assert main(["--profile", "test", "kb", "list", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    # A new en/faq.csv that drops the delivery and password entries (replacing the live one by name)
+    change = tmp_path / "change"
+    (change / "en").mkdir(parents=True)
+    (change / "en" / "faq.csv").write_text("question,answer\nDo you ship abroad?,We only ship within the country.\n", encoding="utf-8")
+    assert main(["--profile", "test", "kb", "add", "--dry-run", str(change)]) == 1  # flagged
+    out = capsys.readouterr().out
+    assert "tried (not published): replace en/faq.csv" in out
+    assert "replayed 5 questions (4 labelled)" in out
+    harmful = [line for line in out.splitlines() if line.startswith("HARMFUL")]
+    assert len(harmful) == 2 and all("answer → abstain" in line or "abstain" in line.split(":")[0] for line in harmful), out
+    assert any("How long does standard delivery take?" in line for line in harmful) and any("reset my password" in line for line in harmful)
+    assert main(["--profile", "test", "kb", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == before  # nothing went live
+
+
+def test_a_harmless_change_replays_without_a_flag(tmp_path, monkeypatch, capsys, knowledge_dir):
+    from chatbot.cli import main
+
+    _setup(tmp_path, monkeypatch, knowledge_dir)
+    extra = tmp_path / "gift-wrap.csv"
+    extra.write_text("question,answer\nDo you offer gift wrapping?,Yes: gift wrap is USD 4 per item.\n", encoding="utf-8")
+    assert main(["--profile", "test", "kb", "add", "--dry-run", str(extra)]) == 0
+    out = capsys.readouterr().out
+    assert "tried (not published): add gift-wrap.csv" in out and "0 for the worse on a labelled set" in out and "HARMFUL" not in out
+    assert main(["--profile", "test", "kb", "remove", "--dry-run", "en/returns.md"]) == 1  # the opened-items question loses its passage
+    assert "HARMFUL answer → abstain: Can opened items be returned within 14 days?" in capsys.readouterr().out
