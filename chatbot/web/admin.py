@@ -130,6 +130,34 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store, accou
         return None, *after(report, request, "kb-add")
 
     @requires("knowledge")
+    def try_upload(files: list[str] | None, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        """The files tried on a version that is not made live, and the stored questions of the
+        last 30 days and the labelled sets replayed on it (`chatbot/replay.py`)."""
+        from chatbot.replay import EVALSETS, labelled_questions, replay, stored_questions
+
+        staff.need(request, "knowledge")
+        if not files:
+            raise gr.Error("Choose one or more files first.")
+        uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files]
+        try:
+            report = kb.try_change(uploads, progress=lambda fraction, text: progress(0.8 * fraction, desc=text))
+        except ChatbotError as e:
+            raise gr.Error(str(e)) from e
+        refused = [f"- **Refused** {as_text(error)}" for error in report.refused]
+        if report.index is None:
+            return "\n".join(["Nothing would change.", *refused])
+        progress(0.85, desc="replaying the stored questions and the labelled sets")
+        result = replay(watcher.manager, report.index, stored_questions(store) + labelled_questions(kb.settings.data_dir / EVALSETS))
+        lines = [f"**Tried, not published.** {result['asked']} questions replayed ({result['labelled']} labelled) in {result['seconds']:.1f} s: "
+                 f"{len(result['changes'])} would change" + (f", **{result['harmful']} for the worse on a labelled set**." if result["harmful"] else ", none for the worse."),
+                 *refused]
+        for change in result["changes"][:100]:
+            mark = "**⚠ worse:** " if change.harmful else ""
+            lines.append(f"- {mark}{change.kind}: {as_text(change.asked.question[:200])} ({as_text(change.asked.origin)})")
+        lines.append("Publish with “Add to the knowledge base”, or choose other files.")
+        return "\n".join(lines)
+
+    @requires("knowledge")
     def remove(doc_id: str | None, request: gr.Request):
         staff.need(request, "knowledge")
         if not doc_id:
@@ -161,7 +189,9 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store, accou
                         label="Upload documents: PDF, DOCX, Markdown, HTML, TXT, CSV, XLSX, JSON (a file with the name of a document replaces it)",
                         file_count="multiple",
                     )
-                    add = gr.Button("Add to the knowledge base", variant="primary")
+                    with gr.Row():
+                        add = gr.Button("Add to the knowledge base", variant="primary")
+                        trial = gr.Button("Try first: replay the questions, nothing goes live")
                 with gr.Column(scale=2):
                     chosen = gr.Dropdown(label="Document", choices=[])
                     delete = gr.Button("Remove document", variant="stop")
@@ -169,6 +199,7 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store, accou
             result = gr.Markdown()
         outputs = [result, table, summary, chosen]
         add.click(upload, inputs=files, outputs=[files, *outputs], concurrency_id="kb", concurrency_limit=1)
+        trial.click(try_upload, inputs=files, outputs=result, concurrency_id="kb", concurrency_limit=1)
         delete.click(remove, inputs=chosen, outputs=outputs, concurrency_id="kb", concurrency_limit=1)
         rebuild_button.click(rebuild, outputs=outputs, concurrency_id="kb", concurrency_limit=1)
         ui.load(refresh, outputs=[table, summary, chosen])

@@ -60,3 +60,30 @@ def test_a_harmless_change_replays_without_a_flag(tmp_path, monkeypatch, capsys,
     assert "tried (not published): add gift-wrap.csv" in out and "0 for the worse on a labelled set" in out and "HARMFUL" not in out
     assert main(["--profile", "test", "kb", "remove", "--dry-run", "en/returns.md"]) == 1  # the opened-items question loses its passage
     assert "HARMFUL answer → abstain: Can opened items be returned within 14 days?" in capsys.readouterr().out
+
+
+def test_the_admin_page_tries_an_upload_first_and_shows_the_replay(settings, tmp_path):
+    from types import SimpleNamespace
+
+    from chatbot.embeddings import FakeEmbeddings
+    from chatbot.kb import KnowledgeBase
+    from chatbot.llm import FakeChatModel
+    from chatbot.runtime import IndexWatcher, build_dialogue_manager
+    from chatbot.staff import Accounts, hash_password
+    from chatbot.web.admin import build_admin_ui
+
+    store = Store(database_url("", settings.data_dir))
+    store.add_user("ada", "admin", hash_password("a long admin password"))
+    (settings.data_dir / "evalsets").mkdir(parents=True)
+    (settings.data_dir / "evalsets" / "shop.jsonl").write_text("".join(json.dumps(q) + "\n" for q in LABELLED), encoding="utf-8")
+    manager = build_dialogue_manager(settings, FakeChatModel())
+    watcher = IndexWatcher(KnowledgeBase(settings, FakeEmbeddings()), manager)
+    ui = build_admin_ui(watcher.kb, watcher, store, Accounts(store))
+    try_upload = next(f.fn for f in ui.fns.values() if f.fn is not None and f.fn.__name__ == "try_upload")
+    change = tmp_path / "faq.csv"  # the name of no live document: added beside en/faq.csv
+    change.write_text("question,answer\nHow long does standard delivery take?,Standard delivery takes 9 days.\n", encoding="utf-8")
+    before = watcher.kb.documents()
+    shown = try_upload([str(change)], SimpleNamespace(username="ada", client=SimpleNamespace(host="127.0.0.1")), progress=lambda *a, **k: None)
+    assert shown.startswith("**Tried, not published.** 4 questions replayed (4 labelled)")
+    assert "1 would change, none for the worse" in shown and ": How long does standard delivery take? (shop.jsonl)" in shown  # the new entry comes first
+    assert watcher.kb.documents() == before
