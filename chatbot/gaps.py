@@ -280,6 +280,25 @@ def approved_csv(drafts) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+def try_approval(store, kb, masker, draft_id: int, question: str | None = None, answer: str | None = None):
+    """The version that approving the draft (with these edits) would publish, not made live
+    (`KnowledgeBase.try_change`): for a replay before the approval (`chatbot/replay.py`)."""
+    from types import SimpleNamespace
+
+    from chatbot.errors import UserError
+    from chatbot.kb import Upload
+
+    draft = next((d for d in store.gap_drafts() if d.id == draft_id), None)
+    if draft is None:
+        raise UserError(f"no draft {draft_id}; `chatbot gaps drafts` lists them")
+    candidate = SimpleNamespace(question=masker.mask(question.strip()) if question and question.strip() else draft.question,
+                                answer=masker.mask(answer.strip()) if answer and answer.strip() else draft.answer)
+    if not candidate.answer.strip():
+        raise UserError(f"draft {draft_id} has no answer yet: write one first")
+    entries = [d for d in store.gap_drafts("approved") if d.id != draft_id] + [candidate]
+    return kb.try_change([Upload(APPROVED_DOCUMENT, approved_csv(entries))])
+
+
 def publish(store, kb):
     """Every approved draft, as one document through the normal knowledge-base path (a new version;
     the previous `APPROVED_DOCUMENT` replaced, or removed when none is left). The `kb.Report`, or

@@ -376,7 +376,7 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
     (`chatbot/gaps.py`), each topic's questions with why each is a gap and the person's reply
     where one was handed off; a draft FAQ entry for a topic, reviewed (approved, edited or
     dismissed with a reason) and published as one knowledge document."""
-    from chatbot.gaps import APPROVED_DOCUMENT, approve, dismiss, gap_topics, write_draft
+    from chatbot.gaps import APPROVED_DOCUMENT, approve, dismiss, gap_topics, try_approval, write_draft
 
     store = staff.store
 
@@ -453,6 +453,25 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         return draft.id, draft.question, draft.answer, " ".join(notes), drafts_table(request)
 
     @requires("knowledge")
+    def try_draft(draft_id: int | None, question: str, answer: str, request: gr.Request):
+        from chatbot.replay import EVALSETS, labelled_questions, replay, stored_questions
+
+        staff.need(request, "knowledge")
+        if not draft_id:
+            raise gr.Error("Write a draft first.")
+        try:
+            report = try_approval(store, watcher.kb, watcher.manager.masker, int(draft_id), question, answer)
+        except ChatbotError as e:
+            raise gr.Error(str(e)) from e
+        if report.index is None:
+            return "Nothing would change."
+        result = replay(watcher.manager, report.index, stored_questions(store) + labelled_questions(watcher.kb.settings.data_dir / EVALSETS))
+        lines = [f"**Tried, not published.** {result['asked']} questions replayed ({result['labelled']} labelled): {len(result['changes'])} would change"
+                 + (f", **{result['harmful']} for the worse on a labelled set**." if result["harmful"] else ", none for the worse.")]
+        lines += [f"- {'**⚠ worse:** ' if c.harmful else ''}{c.kind}: {as_text(c.asked.question[:200])}" for c in result["changes"][:100]]
+        return "\n".join(lines)
+
+    @requires("knowledge")
     def approve_draft(draft_id: int | None, question: str, answer: str, request: gr.Request):
         name = staff.need(request, "knowledge")
         if not draft_id:
@@ -497,6 +516,7 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
                 question = gr.Textbox(label="Question", scale=2)
                 answer = gr.Textbox(label="Answer", lines=3, scale=3)
             with gr.Row():
+                attempt = gr.Button("Try first", scale=0)
                 accept = gr.Button("Approve and publish", variant="primary", scale=0)
                 reason = gr.Textbox(label="Reason (to dismiss)", scale=2)
                 drop = gr.Button("Dismiss", variant="stop", scale=0)
@@ -507,6 +527,7 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1).then(drafts_table, outputs=drafts).then(metrics, inputs=days, outputs=[rates_note, rates])
         topic.change(detail, inputs=[topic, kept], outputs=questions)
         write.click(make_draft, inputs=[topic, kept], outputs=[draft_id, question, answer, note, drafts], concurrency_id="gaps", concurrency_limit=1)
+        attempt.click(try_draft, inputs=[draft_id, question, answer], outputs=result, concurrency_id="kb", concurrency_limit=1)
         accept.click(approve_draft, inputs=[draft_id, question, answer], outputs=[result, drafts], concurrency_id="kb", concurrency_limit=1)
         drop.click(dismiss_draft, inputs=[draft_id, reason], outputs=[result, drafts], concurrency_id="kb", concurrency_limit=1)
     return {"knowledge": [reviewing]}

@@ -65,6 +65,8 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     answer = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.get_attribute("value") == REPLY)
     browser.execute_script("arguments[0].scrollIntoView()", answer)
     browser.save_screenshot(str(shot_dir / "admin-gap-draft.png"))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Try first"))
+    WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "Tried, not published." in _text(d) and "abstain → answer" in _text(d))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Approve and publish"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "the chat answers it now" in _text(d))
     assert REPLY in _chat_answer(server, "Can you gift wrap my order?")

@@ -170,6 +170,19 @@ def test_a_gap_is_drafted_from_the_persons_reply_approved_published_and_then_ans
     draft = store.gap_drafts()[0]
     assert draft.cites == sorted(handed) and not draft.needs_source
     assert draft.answer == "Yes: gift wrap is USD 4 per item, call [phone ••••0100]."  # masked
+    # tried first: the version it would publish answers the topic's question, and nothing went live yet
+    from chatbot.embeddings import FakeEmbeddings
+    from chatbot.gaps import try_approval
+    from chatbot.kb import KnowledgeBase
+    from chatbot.privacy import Masker
+    from chatbot.replay import Asked, replay
+
+    settings = load_settings("test", environ={"CHATBOT_DATA_DIR": str(tmp_path / "data"), "CHATBOT_KNOWLEDGE_DIR": str(knowledge_dir)})
+    kb = KnowledgeBase(settings, FakeEmbeddings())
+    trial = try_approval(store, kb, Masker(), draft.id)
+    result = replay(build_dialogue_manager(settings), trial.index, [Asked("Do you offer gift wrapping?", [], "test.jsonl", True)])
+    assert [(c.kind, c.harmful) for c in result["changes"]] == [("abstain → answer", False)]
+    assert not any(d["name"] == "gap-answers.csv" for d in kb.documents())
     assert main(["--profile", "test", "gaps", "approve", str(draft.id)]) == 0
     assert "gap-answers.csv is in index" in capsys.readouterr().out
     assert main(["--profile", "test", "gaps", "metrics", "--json"]) == 0
@@ -179,7 +192,6 @@ def test_a_gap_is_drafted_from_the_persons_reply_approved_published_and_then_ans
     assert main(["--profile", "test", "gaps", "metrics"]) == 0
     assert f"gap topic {topic['id']} closed in 0.0 days" in capsys.readouterr().out
 
-    settings = load_settings("test", environ={"CHATBOT_DATA_DIR": str(tmp_path / "data"), "CHATBOT_KNOWLEDGE_DIR": str(knowledge_dir)})
     reply = build_dialogue_manager(settings).respond("Do you offer gift wrapping?").finish()
     assert (reply.mode, reply.text) == ("faq", draft.answer) and reply.sources[0].source.endswith("gap-answers.csv")
 

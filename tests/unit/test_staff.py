@@ -24,7 +24,7 @@ PASSWORD = "correct horse battery"
 ACTIONS = {
     "refresh": "viewer", "listing": "viewer", "show": "viewer", "counts": "viewer", "find": "viewer", "metrics": "viewer", "detail": "viewer", "drafts_table": "viewer",
     "reply": "agent", "hand_back": "agent",
-    "upload": "admin", "try_upload": "admin", "remove": "admin", "rebuild": "admin", "make_draft": "admin", "approve_draft": "admin", "dismiss_draft": "admin", "keys": "admin", "create": "admin", "delete": "admin",
+    "upload": "admin", "try_upload": "admin", "remove": "admin", "rebuild": "admin", "make_draft": "admin", "try_draft": "admin", "approve_draft": "admin", "dismiss_draft": "admin", "keys": "admin", "create": "admin", "delete": "admin",
     "export": "admin", "erase": "admin", "rows": "admin", "verify": "admin",
     "names": "owner", "add": "owner", "change": "owner", "drop": "owner",
 }
