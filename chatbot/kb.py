@@ -145,29 +145,27 @@ class KnowledgeBase:
         changes): a shadow to replay questions on before publishing (`chatbot/replay.py`)."""
         with self._writing():
             live = self._ready(progress)
-            docs = self.documents(live) if live else []
-            gone = set()
-            for doc_id in remove:
-                match = [d["id"] for d in docs if doc_id in (d["id"], d["name"])]
-                if not match:
-                    raise UserError(f"no document '{doc_id}' in the knowledge base; `chatbot kb list` shows the ids")
-                gone.add(match[0])
-            return self._update(live, list(uploads), gone, progress, publish=False)
+            return self._update(live, list(uploads), self._chosen(live, remove), progress, publish=False)
 
     def remove(self, *doc_ids: str) -> Report:
         """Remove documents (by id, or by name) and all their chunks, in one new version."""
         with self._writing():
             live = self._ready(None)
-            docs = self.documents(live) if live else []
-            chosen = set()
-            for doc_id in doc_ids:
-                match = [d["id"] for d in docs if doc_id in (d["id"], d["name"])]
-                if not match:
-                    raise UserError(f"no document '{doc_id}' in the knowledge base; `chatbot kb list` shows the ids")
-                chosen.add(match[0])
-            if len(chosen) == len(docs):
+            chosen = self._chosen(live, doc_ids)
+            if len(chosen) == len(self.documents(live) if live else []):
                 raise UserError("that would remove every document; add another before removing the last one")
             return self._update(live, [], chosen, None)
+
+    def _chosen(self, live: KnowledgeIndex | None, doc_ids) -> set[str]:
+        """The ids of the documents named (by id or name) in `doc_ids`; an unknown one is an error."""
+        docs = self.documents(live) if live else []
+        chosen = set()
+        for doc_id in doc_ids:
+            match = [d["id"] for d in docs if doc_id in (d["id"], d["name"])]
+            if not match:
+                raise UserError(f"no document '{doc_id}' in the knowledge base; `chatbot kb list` shows the ids")
+            chosen.add(match[0])
+        return chosen
 
     def rebuild(self, progress: Progress | None = None) -> Report:
         """Re-read every original and re-chunk and re-embed everything (a new embedder or chunker)."""

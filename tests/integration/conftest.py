@@ -120,6 +120,22 @@ def browser(tmp_path):
     driver.quit()
 
 
+def sign_in(browser, url: str, timeout: float = 60):
+    """Open the admin page at `url` and sign in as the owner (the admin password); returns a wait
+    for the page once it shows the knowledge base."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{url}/admin/")
+    wait = WebDriverWait(browser, timeout, poll_frequency=0.3)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+    browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("admin")
+    browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(ADMIN_PASSWORD, Keys.ENTER)
+    wait.until(lambda d: "Index version" in d.execute_script("return document.body.innerText"))
+    return wait
+
+
 def click(driver, find, timeout: float = 30):
     """Click the element `find(driver)` returns once nothing covers it: on a loaded machine a
     Gradio page's pending overlay or an opening dropdown can take the click for a moment

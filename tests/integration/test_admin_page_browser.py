@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import files
-from tests.integration.conftest import ADMIN_PASSWORD, click
+from tests.integration.conftest import click, sign_in
 
 pytestmark = pytest.mark.slow
 QUESTION = "Do you sell heirloom seed kits?"
@@ -28,7 +28,6 @@ def _chat_answer(url: str) -> str:
 
 def test_an_admin_signs_in_uploads_a_batch_sees_each_outcome_and_removes_a_document(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     seeds = tmp_path / "seed-kits.csv"
@@ -39,12 +38,8 @@ def test_an_admin_signs_in_uploads_a_batch_sees_each_outcome_and_removes_a_docum
     scan.write_bytes(files.scanned_pdf())
 
     browser.set_window_size(1300, 1500)
-    browser.get(f"{server}/admin/")
-    wait = WebDriverWait(browser, 60, poll_frequency=0.3)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
-    browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("admin")
-    browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(ADMIN_PASSWORD, Keys.ENTER)
-    wait.until(lambda d: "en/faq.csv" in _text(d) and "Index version" in _text(d))
+    wait = sign_in(browser, server)
+    wait.until(lambda d: "en/faq.csv" in _text(d))
 
     browser.find_element(By.CSS_SELECTOR, "input[type=file][multiple]").send_keys("\n".join(str(p) for p in (seeds, manual, scan)))
     wait.until(lambda d: "scanned-invoice.pdf" in d.page_source)  # the three files are up

@@ -12,7 +12,7 @@ import pytest
 
 from chatbot.store import Store, database_url
 from tests.gap_fixture import stored_turns
-from tests.integration.conftest import ADMIN_PASSWORD, click
+from tests.integration.conftest import click, sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +32,11 @@ def _text(driver) -> str:
 
 def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     stored_turns(Store(database_url("", serve_data)), datetime.now())  # the server's own store
     browser.set_window_size(1300, 1600)
-    browser.get(f"{server}/admin/")
-    wait = WebDriverWait(browser, 120, poll_frequency=0.3)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
-    browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("admin")
-    browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(ADMIN_PASSWORD, Keys.ENTER)
-    wait.until(lambda d: "Index version" in _text(d))
+    wait = sign_in(browser, server, timeout=120)
     click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Gaps" in b.text))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Find gap topics"))
     wait.until(lambda d: "topics of five or more" in _text(d))
