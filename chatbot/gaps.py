@@ -56,6 +56,10 @@ class Gap:
     signals: dict[str, str] = field(default_factory=dict)
     lang: str = ""
     vector: np.ndarray | None = field(default=None, repr=False)
+    # scored again on the live knowledge: how much it is about it (`calibration.turn_topic`) and the
+    # language's threshold for an answer
+    topic: float | None = None
+    threshold: float | None = None
 
 
 @dataclass
@@ -76,7 +80,8 @@ class Topic:
     def as_dict(self) -> dict:
         return {"id": self.id, "lang": self.lang, "label": self.label, "examples": self.examples, "count": len(self.gaps),
                 "signals": self.signals, "score": round(self.score, 3), "first_seen": self.first_seen.isoformat(timespec="seconds"),
-                "last_seen": self.last_seen.isoformat(timespec="seconds"), "message_ids": [g.message_id for g in self.gaps]}
+                "last_seen": self.last_seen.isoformat(timespec="seconds"), "message_ids": [g.message_id for g in self.gaps],
+                "questions": [{"message_id": g.message_id, "signals": g.signals, "topic": g.topic, "threshold": g.threshold} for g in self.gaps]}
 
 
 def find_gaps(messages: Iterable, thumbs_down: dict[int, str]) -> tuple[list[Gap], list[tuple[Gap, Gap]]]:
@@ -136,9 +141,10 @@ def score_gaps(gaps: list[Gap], pairs: list[tuple[Gap, Gap]], retriever, thresho
     for gap in gaps:
         retrieval = retriever.retrieve(gap.question, gap.history, enough=thresholds.answer)
         gap.lang, gap.vector = retrieval.lang, retrieval.vector
+        floor = thresholds.floor.get(gap.lang)
+        gap.topic, gap.threshold = round(turn_topic(retrieval, -1.0 if floor is None else floor), 4), thresholds.answer_for(gap.lang)
         if gap.signals.pop("abstain", None) is not None:
-            threshold, floor = thresholds.answer_for(gap.lang), thresholds.floor.get(gap.lang)
-            near = floor is not None and turn_topic(retrieval, floor) >= (threshold + floor) / 2
+            near = floor is not None and gap.topic >= (gap.threshold + floor) / 2
             gap.signals["near_miss_abstain" if near else "off_topic_abstain"] = ""
     return sorted((g for g in gaps if g.vector is not None), key=lambda g: g.message_id)
 

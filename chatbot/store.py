@@ -268,8 +268,13 @@ class Store:
             message = s.get(Message, message_id)
             if message is None or message.conversation_id != conversation_id or message.role != "assistant":
                 raise UserError("feedback needs the id of an answer in this conversation")
-            feedback = Feedback(conversation_id=conversation_id, message_id=message_id, rating=rating, comment=comment[:2000])
-            s.add(feedback)
+            # one rating per answer: a changed mind, or a reason given after a thumbs-down, updates it
+            feedback = s.scalars(select(Feedback).where(Feedback.message_id == message_id)).first()
+            if feedback is None:
+                feedback = Feedback(conversation_id=conversation_id, message_id=message_id, rating=rating, comment=comment[:2000])
+                s.add(feedback)
+            else:
+                feedback.rating, feedback.comment = rating, comment[:2000] or (feedback.comment if rating == feedback.rating else "")
         return feedback
 
     # --- the admin's views ---------------------------------------------------------------------------

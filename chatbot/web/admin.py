@@ -419,9 +419,11 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         if not isinstance(kept, dict) or topic_id not in kept:
             return ""
         lines = []
-        for question, signals in ((g.question, g.signals) for g in kept[topic_id].gaps):
+        for g in kept[topic_id].gaps:
+            question, signals = g.question, g.signals
             why = ", ".join(SIGNAL_NAMES[k] for k in signals)
-            lines.append(f"- {as_text(question)} ({why})")
+            score = f"; about this knowledge {g.topic:.2f}, answered from {g.threshold:.2f}" if g.topic is not None and g.threshold is not None else ""
+            lines.append(f"- {as_text(question)} ({why}{score})")
             if signals.get("thumbs_down"):
                 lines.append(f"  - the customer's reason: {as_text(signals['thumbs_down'])}")
             if signals.get("handoff"):

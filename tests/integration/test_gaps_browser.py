@@ -49,6 +49,7 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     click(browser, lambda d: next(o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if "gift" in o.text))
     wait.until(lambda d: "Do you offer gift wrapping?" in _text(d) and "the person replied: We can do that for you" in _text(d))
     assert "the customer's reason: not what I asked" in _text(browser)
+    assert "about this knowledge 0." in _text(browser)  # each question's score, beside the threshold
     shot_dir = Path(os.environ.get("KEFU_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(shot_dir / "admin-gaps.png"))
@@ -61,6 +62,8 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     browser.save_screenshot(str(shot_dir / "admin-gap-draft.png"))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Try first"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "Tried, not published." in _text(d) and "abstain → answer" in _text(d))
+    browser.execute_script("arguments[0].scrollIntoView()", next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Try first"))
+    browser.save_screenshot(str(shot_dir / "admin-gap-replay.png"))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Approve and publish"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "the chat answers it now" in _text(d))
     assert REPLY in _chat_answer(server, "Can you gift wrap my order?")

@@ -101,9 +101,10 @@ def _shots() -> Path:
     return folder
 
 
-def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_reload(host_page, browser):
+def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_reload(host_page, browser, serve_data):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.set_window_size(1200, 900)
     browser.get(host_page)
@@ -118,11 +119,21 @@ def test_the_widget_streams_a_cited_answer_and_keeps_the_conversation_after_a_re
     browser.execute_script("arguments[0].scrollIntoView()", quote)
     browser.save_screenshot(str(_shots() / "widget-desktop.png"))
 
+    # A thumbs-down asks what was wrong (optional); the reason is stored with the rating, masked.
+    next(b for b in answer.find_elements(By.CSS_SELECTOR, ".thumbs button") if "Not helpful" in b.text).click()
+    why = WebDriverWait(browser, 30).until(lambda _d: answer.find_elements(By.CSS_SELECTOR, "form.why input"))[0]
+    why.send_keys("It did not say how to claim; call me on 13812345678", Keys.ENTER)
+    WebDriverWait(browser, 30).until(lambda _d: "Thanks for the feedback!" in answer.text)
+    from datetime import datetime, timedelta
+
+    from chatbot.store import Store, database_url
+
+    _, down = Store(database_url("", serve_data)).gap_messages(datetime.now() - timedelta(hours=1))
+    assert any(c.startswith("It did not say how to claim; call me on [phone") for c in down.values()), down
+
     browser.refresh()
     root = _open(browser)
     browser.implicitly_wait(0)
-    from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(browser, 30).until(lambda _d: "warranty-policy.md" in _log_text(root))
     assert "How long is the warranty on a toaster?" in _log_text(root)
     assert root.find_elements(By.CSS_SELECTOR, ".msg.assistant blockquote.quote")  # a stored answer keeps its quote

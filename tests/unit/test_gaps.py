@@ -66,6 +66,7 @@ def test_a_question_asked_again_at_once_is_a_repeat_and_an_abstain_is_typed(stor
     assert other.id not in by_id  # followed by another question: not a repeat
     refused = [g for g in gaps if g.question.startswith("What is the capital")][0]
     assert set(refused.signals) <= {"off_topic_abstain", "near_miss_abstain"} and refused.lang == "en" and refused.vector is not None
+    assert isinstance(refused.topic, float) and refused.threshold == thresholds.answer_for("en")  # its scores, shown with it
 
 
 def _blobs(rng, centres, per, spread=0.05):
@@ -270,3 +271,15 @@ def test_the_resolution_metrics_match_a_hand_count(store):
     assert (total["abstain_rate"], total["thumbs_down_rate"]) == (round(1 / 6, 4), round(1 / 6, 4))
     assert [(g["topic"], g["days"]) for g in metrics["gaps_closed"]] == [(topic, 10.0)]
     assert store.resolution_metrics(days=30, now=day + timedelta(days=60))["total"]["resolution_rate"] is None  # nothing in the window
+
+
+def test_one_rating_per_answer_a_reason_added_after_a_thumbs_down(store):
+    c = store.create_conversation("site", "visitor").id
+    _, answer = _turn(store, c, "Can I return it?", "generate")
+    store.add_feedback(c, answer.id, -1)
+    store.add_feedback(c, answer.id, -1, "it missed the fee")  # the reason the widget asks for next
+    assert store.gap_messages(NOW - timedelta(days=365))[1] == {answer.id: "it missed the fee"}
+    store.add_feedback(c, answer.id, 1)  # a changed mind: up, the reason gone with the down
+    assert store.gap_messages(NOW - timedelta(days=365))[1] == {}
+    rated = [m["feedback"] for m in store.export(conversation_id=c)["conversations"][0]["messages"] if m["id"] == answer.id]
+    assert rated == [[{"rating": 1, "comment": ""}]]  # one row, updated

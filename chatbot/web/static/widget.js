@@ -30,7 +30,7 @@
     placeholder: zh ? "请输入您的问题…" : "Type your question…", person: zh ? "转人工" : "Talk to a person",
     sources: zh ? "来源" : "Sources", up: zh ? "有帮助" : "Helpful", down: zh ? "没帮助" : "Not helpful",
     agent: zh ? "客服" : "Agent", failed: zh ? "出错了，请稍后再试。" : "Something went wrong; please try again.",
-    thanks: zh ? "谢谢反馈！" : "Thanks for the feedback!",
+    thanks: zh ? "谢谢反馈！" : "Thanks for the feedback!", why: zh ? "哪里不对？（可选）" : "What was wrong? (optional)",
     download: zh ? "下载我的对话" : "Download my chat", erase: zh ? "删除我的对话" : "Delete my chat",
     confirm: zh ? "确定删除？再点一次" : "Delete everything? Click again",
     erased: zh ? "您的对话已从我们的系统中删除。" : "Your chat was deleted from our systems.",
@@ -77,6 +77,8 @@
     ".thumbs{display:flex;gap:6px;margin-top:4px}",
     ".thumbs button{border:1px solid #d0d7de;background:#fff;border-radius:6px;cursor:pointer;font-size:13px;padding:1px 7px}",
     ".thumbs button[aria-pressed=true]{background:#ddf4e4;border-color:#2f6f4f}",
+    ".why{display:flex;gap:6px;margin-top:4px}.why input{flex:1;border:1px solid #d0d7de;border-radius:6px;font-size:13px;padding:2px 6px}",
+    ".why button{border:1px solid #d0d7de;background:#fff;border-radius:6px;cursor:pointer;font-size:13px;padding:1px 7px}",
     "form{display:flex;gap:6px;padding:8px;border-top:1px solid #d0d7de}",
     "textarea{flex:1;resize:none;border:1px solid #d0d7de;border-radius:8px;padding:8px;font-size:14px;min-height:40px;max-height:120px}",
     ".send{background:" + cfg.color + ";color:#fff;border:0;border-radius:8px;padding:0 14px;cursor:pointer;font-size:14px}",
@@ -273,12 +275,36 @@
             thumbs.querySelectorAll("button").forEach(function (x) { x.setAttribute("aria-pressed", "false"); });
             b.setAttribute("aria-pressed", "true");
             b.title = T.thanks;
+            if (t[0] === "down" && !node.querySelector(".why")) askWhy(node, messageId);
           })
           .catch(function (error) { note(error.message); });
       });
       thumbs.appendChild(b);
     });
     node.appendChild(thumbs);
+    scroll();
+  }
+
+  // After a thumbs-down, an optional reason: what the business reads among its knowledge gaps.
+  function askWhy(node, messageId) {
+    var why = el("form", "why");
+    var input = el("input", "");
+    input.type = "text";
+    input.maxLength = 500;
+    input.placeholder = T.why;
+    input.setAttribute("aria-label", T.why);
+    var send = el("button", "", T.send);
+    send.type = "submit";
+    why.appendChild(input);
+    why.appendChild(send);
+    why.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (!input.value.trim()) return;
+      api("/conversations/" + state.conversation + "/feedback", { method: "POST", body: { message_id: messageId, rating: "down", comment: input.value } })
+        .then(function () { node.replaceChild(el("div", "why", T.thanks), why); })
+        .catch(function (error) { note(error.message); });
+    });
+    node.appendChild(why);
     scroll();
   }
 
