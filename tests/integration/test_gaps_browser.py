@@ -35,6 +35,10 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     from selenium.webdriver.support.ui import WebDriverWait
 
     stored_turns(Store(database_url("", serve_data)), datetime.now())  # the server's own store
+    evalsets = serve_data / "evalsets"  # the shop's labelled questions, replayed before a change goes live
+    evalsets.mkdir(exist_ok=True)
+    for path in (Path(__file__).resolve().parents[2] / "bench" / "shop").glob("queries*.jsonl"):
+        (evalsets / path.name).write_bytes(path.read_bytes())
     browser.set_window_size(1300, 1600)
     wait = sign_in(browser, server, timeout=120)
     click(browser, lambda d: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Gaps" in b.text))
@@ -62,6 +66,7 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     browser.save_screenshot(str(shot_dir / "admin-gap-draft.png"))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Try first"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "Tried, not published." in _text(d) and "abstain → answer" in _text(d))
+    assert "(87 labelled)" in _text(browser) and "none for the worse" in _text(browser)
     browser.execute_script("arguments[0].scrollIntoView()", next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Try first"))
     browser.save_screenshot(str(shot_dir / "admin-gap-replay.png"))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Approve and publish"))
