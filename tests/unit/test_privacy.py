@@ -83,11 +83,14 @@ HOSTILE = {  # 100 KB each: long digit runs, near-miss groups, many @, many real
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_a_100_kb_hostile_message_is_masked_in_under_200_ms(name):
-    text = HOSTILE[name][:100_000]
+def test_a_hostile_message_is_masked_in_time_linear_in_its_length(name):
+    """No pattern backtracks: ten times the text takes about ten times as long (a quadratic pattern
+    would take a hundred). A ratio measured in one run, so a slow or busy machine does not fail it;
+    the absolute time of 100 KB is `bench/masking.py`'s."""
     masker = Masker()
-    best = min(_timed(masker.mask, text) for _ in range(3))  # the best of three: this machine is shared
-    assert best < 0.2, f"{name}: {best * 1000:.0f} ms"
+    small = min(_timed(masker.mask, HOSTILE[name][:10_000]) for _ in range(5))  # the best of five: the machine is shared
+    large = min(_timed(masker.mask, HOSTILE[name][:100_000]) for _ in range(3))
+    assert large < 30 * max(small, 1e-4), f"{name}: 10 KB {small * 1000:.1f} ms, 100 KB {large * 1000:.1f} ms"
 
 
 def _timed(fn, *args) -> float:
