@@ -213,7 +213,8 @@ def topics(gaps: list[Gap], stored: list[dict], now: datetime, background: dict[
         for group, centre, row in zip(groups, centroids, matched):
             previous = old[row] if row is not None else None
             first_seen = min([g.created for g in group] + ([previous["first_seen"]] if previous else []))
-            nearest = list({g.question: g for g in sorted(group, key=lambda g: float(units[mine.index(g)] @ centre))}.values())[::-1]
+            row = {id(g): n for n, g in enumerate(mine)}
+            nearest = list({g.question: g for g in sorted(group, key=lambda g: float(units[row[id(g)]] @ centre))}.values())[::-1]
             weight = sum(0.5 ** (max((now - g.created).total_seconds(), 0) / 86400 / HALF_LIFE_DAYS) for g in group)
             handoffs = sum("handoff" in g.signals for g in group)
             found.append(Topic(previous["id"] if previous else 0, lang, label([g.question for g in group], words, len(groups)),
@@ -294,9 +295,7 @@ def try_approval(store, kb, masker, draft_id: int, question: str | None = None, 
     from chatbot.errors import UserError
     from chatbot.kb import Upload
 
-    draft = next((d for d in store.gap_drafts() if d.id == draft_id), None)
-    if draft is None:
-        raise UserError(f"no draft {draft_id}; `chatbot gaps drafts` lists them")
+    draft = store.gap_draft(draft_id)
     candidate = SimpleNamespace(question=masker.mask(question.strip()) if question and question.strip() else draft.question,
                                 answer=masker.mask(answer.strip()) if answer and answer.strip() else draft.answer)
     if not candidate.answer.strip():
@@ -324,9 +323,7 @@ def approve(store, kb, masker, draft_id: int, reviewer: str, question: str | Non
     (`publish`); a draft without an answer cannot be approved."""
     from chatbot.errors import UserError
 
-    draft = next((d for d in store.gap_drafts() if d.id == draft_id), None)
-    if draft is None:
-        raise UserError(f"no draft {draft_id}; `chatbot gaps drafts` lists them")
+    draft = store.gap_draft(draft_id)
     question = masker.mask(question.strip()) if question and question.strip() else draft.question
     answer = masker.mask(answer.strip()) if answer and answer.strip() else draft.answer
     if not answer.strip():
@@ -342,6 +339,6 @@ def dismiss(store, kb, draft_id: int, reviewer: str, reason: str):
 
     if not reason.strip():
         raise UserError("say why the draft is dismissed (--reason, or the Reason box): the next reviewer reads it")
-    was = next((d.status for d in store.gap_drafts() if d.id == draft_id), None)
+    was = store.gap_draft(draft_id).status
     store.review_gap_draft(draft_id, "dismissed", reviewer, reason=reason.strip())
     return publish(store, kb) if was == "approved" else None

@@ -401,6 +401,13 @@ class Store:
             s.add(draft)
         return draft
 
+    def gap_draft(self, draft_id: int) -> GapDraft:
+        with self._session() as s:
+            draft = s.get(GapDraft, draft_id)
+        if draft is None:
+            raise UserError(f"no draft {draft_id}; `chatbot gaps drafts` lists them")
+        return draft
+
     def gap_drafts(self, status: str = "") -> list[GapDraft]:
         with self._session() as s:
             query = select(GapDraft).order_by(GapDraft.id)
