@@ -274,16 +274,17 @@ def _dry_run(settings: Settings, uploads=(), remove: tuple[str, ...] = (), missi
     report = _knowledge_base(settings).try_change(list(uploads), remove)
     for error in (missing or []) + report.refused:
         print(f"refused: {error}")
+    refused = bool(missing or report.refused)  # as `kb add` does: a refused file is exit 1
     if report.index is None:
         print("nothing would change")
-        return 0
+        return 1 if refused else 0
     changed = ", ".join(f"{what} {d['name']}" for what, docs in (("add", report.added), ("replace", report.replaced), ("remove", report.removed)) for d in docs)
     print(f"tried (not published): {changed}")
     asked = stored_questions(_store(settings)) + labelled_questions(settings.data_dir / EVALSETS)
     result = replay(manager, report.index, asked)
     for line in lines(result):
         print(line)
-    return 1 if result["harmful"] else 0
+    return 1 if result["harmful"] or refused else 0
 
 
 def _kb_rebuild(settings: Settings, args: argparse.Namespace) -> int:

@@ -87,3 +87,14 @@ def test_the_admin_page_tries_an_upload_first_and_shows_the_replay(settings, tmp
     assert shown.startswith("**Tried, not published.** 4 questions replayed (4 labelled)")
     assert "1 would change, none for the worse" in shown and ": How long does standard delivery take? (shop.jsonl)" in shown  # the new entry comes first
     assert watcher.kb.documents() == before
+
+
+def test_a_dry_run_with_a_refused_file_says_so_and_exits_1(tmp_path, monkeypatch, capsys, knowledge_dir):
+    from chatbot.cli import main
+
+    _setup(tmp_path, monkeypatch, knowledge_dir)
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"\x00\x01 not a pdf")
+    assert main(["--profile", "test", "kb", "add", "--dry-run", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "refused: bad.pdf: not a readable PDF" in out and "nothing would change" in out
