@@ -501,6 +501,8 @@ def _gaps_draft(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_draft(draft) -> None:
+    from chatbot.gaps import edited_question
+
     print(f"draft {draft.id} ({draft.status}) for topic {draft.topic_id} [{draft.lang}]")
     print(f"  Q: {draft.question}")
     print(f"  A: {draft.answer or '(none yet: the knowledge does not say it; write one with --answer)'}")
@@ -509,7 +511,7 @@ def _print_draft(draft) -> None:
     if draft.needs_source:
         print("  needs a source: written by the LM from the nearest passages, which did not answer these questions")
     if draft.near_entry:
-        print(f"  near the existing FAQ entry {draft.near_entry}")
+        print(f"  edits the FAQ entry \"{edited_question(draft)}\": approved, its answer replaces that entry's")
     if draft.reason:
         print(f"  reason: {draft.reason} ({draft.reviewer})")
 

@@ -4,7 +4,8 @@ its heading path, in document order. `ingest.py` turns parts into chunks.
 Understood: PDF (pypdf, a part per page), DOCX (python-docx: headings from the paragraph styles,
 tables kept, a question/answer table read as FAQ pairs), Markdown, HTML (visible text only), TXT
 (UTF-8, UTF-8 with BOM, GB18030/GBK), CSV and XLSX with question/answer columns (`question`/`answer`
-or `问题`/`答案`, optional `category`/`类别`), and JSON (a list of `{question, answer}`).
+or `问题`/`答案`, optional `category`/`类别`, and `replaces`/`替换`: the question of an entry of
+another document that this row edits, `kb.py`), and JSON (a list of `{question, answer}`).
 
 Every refusal is an `IngestError` whose text names the file and says what to do. Nothing here
 embeds, indexes or writes.
@@ -30,6 +31,7 @@ SUFFIXES = {
 QUESTION_COLUMNS = ("question", "问题")
 ANSWER_COLUMNS = ("answer", "答案")
 CATEGORY_COLUMNS = ("category", "类别")
+REPLACES_COLUMNS = ("replaces", "替换")  # the question of another document's entry that this row edits
 # A DOCX/XLSX is a zip: refuse one that would inflate past this, or far past its own size.
 MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 MAX_ZIP_RATIO = 100
@@ -51,6 +53,7 @@ class Part:
     question: str = ""
     category: str = ""
     page: int | None = None
+    replaces: str = ""  # a FAQ row that edits another document's entry: that entry's question
 
 
 @dataclass
@@ -179,6 +182,7 @@ def faq_rows(name: str, header: list[str], rows: list[list[str]]) -> list[Part]:
     question = next((columns[c] for c in QUESTION_COLUMNS if c in columns), None)
     answer = next((columns[c] for c in ANSWER_COLUMNS if c in columns), None)
     category = next((columns[c] for c in CATEGORY_COLUMNS if c in columns), None)
+    replaces = next((columns[c] for c in REPLACES_COLUMNS if c in columns), None)
     if question is None or answer is None:
         found = ", ".join(c for c in columns if c) or "none"
         raise IngestError(f"{name}: no question/answer columns (found: {found}); name them 'question' and 'answer' (or '问题' and '答案')")
@@ -186,7 +190,7 @@ def faq_rows(name: str, header: list[str], rows: list[list[str]]) -> list[Part]:
     for row in rows:
         q, a = _cell(row, question), _cell(row, answer)
         if q and a:
-            parts.append(Part(a, [], question=q, category=_cell(row, category)))
+            parts.append(Part(a, [], question=q, category=_cell(row, category), replaces=_cell(row, replaces)))
     return parts
 
 

@@ -23,6 +23,7 @@ that centroid is as near as the cluster's own questions are to its centre (`matc
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -249,18 +250,28 @@ def write_draft(topic: Topic, manager, masker) -> dict:
     topic's questions were handed off, citing those conversations; otherwise the LM's one sentence
     from the passages nearest the question (`manager`: the chat's own prompt), marked as needing a
     source, since the knowledge did not answer these questions; or empty when the LM finds nothing
-    there. A draft as near an existing FAQ entry as a curated match must be names that entry.
-    Personal data is masked (`masker`): a person's reply may hold some."""
+    there. A draft whose question is as near an existing FAQ entry as a curated match is an edit
+    of that entry, not a second one beside it: it keeps the entry's question (`near_entry`) and
+    its answer stands in for the entry's once approved (the `replaces` column of
+    `APPROVED_DOCUMENT`, `kb.replaced_questions`); without a person's reply it starts from the
+    entry's own answer, marked as needing a source. Personal data is masked (`masker`): a person's
+    reply may hold some."""
     from chatbot.dialogue import NOT_STATED
     from chatbot.evidence import select
 
     question = topic.examples[0]
     thresholds = manager.thresholds()
     retrieval = manager.retriever.retrieve(question, [], enough=thresholds.answer)
+    faq = retrieval.faq
+    entry = faq.chunk.metadata if faq is not None and faq.score >= thresholds.faq else None
+    if entry is not None:  # an edit of that entry: its question kept, its answer to be rewritten
+        question = str(entry["question"])
     replies = [(g.conversation_id, g.signals["handoff"]) for g in topic.gaps if g.signals.get("handoff")]
     if replies:
         answer = Counter(reply for _, reply in replies).most_common(1)[0][0]
         cites, needs_source = sorted({c for c, reply in replies if reply == answer}), False
+    elif entry is not None:  # the entry's answer did not settle these questions: the reviewer rewrites it
+        answer, cites, needs_source = str(entry["answer"]), [], True
     else:
         answer, cites, needs_source = "", [], True
         passages = retrieval.passages[: manager.settings.retrieval.passages_in_prompt]
@@ -268,10 +279,14 @@ def write_draft(topic: Topic, manager, masker) -> dict:
         if evidence:
             written = "".join(manager.model.stream(manager.build_messages(question, [e.text for e in evidence], [], retrieval.lang))).strip()
             answer = "" if any(n in written.lower() for n in NOT_STATED) else written
-    faq = retrieval.faq
-    near = f"{faq.chunk.metadata.get('id')}: {faq.chunk.metadata.get('question')}" if faq is not None and faq.score >= thresholds.faq else ""
     return {"topic_id": topic.id, "lang": topic.lang, "question": masker.mask(question), "answer": masker.mask(answer), "cites": cites,
-            "needs_source": needs_source, "near_entry": near[:300]}
+            "needs_source": needs_source, "near_entry": question if entry is not None else ""}
+
+
+def edited_question(draft) -> str:
+    """The question of the FAQ entry `draft` edits, or "" (a draft stored before edits named it
+    as "<chunk id>: <question>")."""
+    return re.sub(r"^\S+#\d+: ", "", draft.near_entry or "")
 
 
 def approved_csv(drafts) -> bytes:
@@ -281,9 +296,9 @@ def approved_csv(drafts) -> bytes:
 
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["question", "answer"])
+    writer.writerow(["question", "answer", "replaces"])
     for draft in drafts:
-        writer.writerow([draft.question.strip(), draft.answer.strip()])
+        writer.writerow([draft.question.strip(), draft.answer.strip(), edited_question(draft)])
     return out.getvalue().encode("utf-8")
 
 
@@ -297,7 +312,7 @@ def try_approval(store, kb, masker, draft_id: int, question: str | None = None, 
 
     draft = store.gap_draft(draft_id)
     candidate = SimpleNamespace(question=masker.mask(question.strip()) if question and question.strip() else draft.question,
-                                answer=masker.mask(answer.strip()) if answer and answer.strip() else draft.answer)
+                                answer=masker.mask(answer.strip()) if answer and answer.strip() else draft.answer, near_entry=draft.near_entry)
     if not candidate.answer.strip():
         raise UserError(f"draft {draft_id} has no answer yet: write one first")
     entries = [d for d in store.gap_drafts("approved") if d.id != draft_id] + [candidate]

@@ -50,6 +50,8 @@ def chunk(parsed: Parsed, source: str, doc_id: str) -> list[Document]:
         if faq is not None:
             question, answer = faq
             metadata |= {"kind": "faq", "question": question, "answer": answer, "lang": detect_language(question + answer)}
+            if part.replaces:
+                metadata["replaces"] = part.replaces
             if part.category:
                 metadata["title"] = f"FAQ: {part.category}"
             elif parsed.type in ("CSV", "XLSX", "JSON"):

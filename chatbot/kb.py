@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -335,20 +336,22 @@ class KnowledgeBase:
             question_vectors = [live.question_vectors[[n for n, row in enumerate(live.faq_rows) if live.chunks[row].metadata.get("doc_id") in docs]]]
             answer_vectors = [live.answer_vectors[kept]]
         fresh = [c for doc_chunks in new_chunks.values() for c in doc_chunks]
+        edited = replaced_questions(chunks + fresh)
+        fresh += [c for c in self._hidden(live, docs, new_chunks) if c.metadata.get("question") not in edited]  # an edit that left
         if fresh:
             vecs, qvecs, avecs = self._embed(fresh, report_progress)
             chunks += fresh
             vectors.append(vecs)
             question_vectors.append(qvecs)
             answer_vectors.append(avecs)
+        chunks, vectors, question_vectors, answer_vectors = _without_edited(
+            chunks, np.concatenate(vectors), np.concatenate(question_vectors), np.concatenate(answer_vectors), edited)
         if not chunks:
             raise KnowledgeIndexError("the knowledge base is empty: add documents (`chatbot kb add FILE`) or files to the knowledge folder")
         report_progress(0.95, "writing the new index version")
-        index = KnowledgeIndex.build(
-            chunks, self.embedder, vectors=np.concatenate(vectors), question_vectors=np.concatenate(question_vectors),
-            answer_vectors=np.concatenate(answer_vectors),
-        )
+        index = KnowledgeIndex.build(chunks, self.embedder, vectors=vectors, question_vectors=question_vectors, answer_vectors=answer_vectors)
         index.manifest |= {
+            "edited": sorted(edited),
             "documents": sorted(docs.values(), key=lambda d: d["name"]),
             "removed": removed,
             "refused": report.refused if folder_sync else list((live.manifest.get("refused") or []) if live else []),
@@ -403,6 +406,21 @@ class KnowledgeBase:
         answers = embed_answers(chunks, self.embedder.embed_documents, rows[0].shape[1])
         return np.concatenate(rows), qvecs.reshape(len(questions), rows[0].shape[1]), answers
 
+    def _hidden(self, live: KnowledgeIndex | None, docs: dict[str, dict], new_chunks: dict[str, list[Document]]) -> list[Document]:
+        """The chunks of kept documents that the live version left out (FAQ entries another
+        document's rows edit, `replaced_questions`), read again from their originals."""
+        if live is None:
+            return []
+        present = Counter(c.metadata.get("doc_id") for c in live.chunks)
+        ids = {c.metadata.get("id") for c in live.chunks}
+        hidden = []
+        for doc_id, entry in docs.items():
+            if doc_id in new_chunks or present[doc_id] >= entry["chunks"]:
+                continue
+            _, chunks = read_document(entry["name"], (self.originals / entry["sha256"]).read_bytes())
+            hidden += [c for c in chunks if c.metadata.get("id") not in ids]
+        return hidden
+
     def _collect_originals(self, docs: dict[str, dict]) -> None:
         """Remove originals no document of the live or the kept previous version uses."""
         used = {d["sha256"] for d in docs.values()}
@@ -415,6 +433,23 @@ class KnowledgeBase:
         for path in self.originals.iterdir() if self.originals.is_dir() else []:
             if path.name not in used and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
+
+
+def replaced_questions(chunks: list[Document]) -> set[str]:
+    """The questions of FAQ entries that a row of another document edits (its `replaces` column:
+    an approved gap draft, `gaps.py`): those entries are left out of the index while the editing
+    document is in it, and come back when it leaves."""
+    return {str(c.metadata["replaces"]) for c in chunks if c.metadata.get("replaces")}
+
+
+def _without_edited(chunks: list[Document], vectors: np.ndarray, question_vectors: np.ndarray, answer_vectors: np.ndarray, edited: set[str]):
+    """`chunks` and their rows less the FAQ entries whose question an edit replaces (not the edits)."""
+    keep = [not (c.metadata.get("kind") == "faq" and not c.metadata.get("replaces") and c.metadata.get("question") in edited) for c in chunks]
+    if all(keep):
+        return chunks, vectors, question_vectors, answer_vectors
+    faq_keep = [k for k, c in zip(keep, chunks) if c.metadata.get("kind") == "faq"]
+    rows = np.flatnonzero(keep)
+    return [chunks[i] for i in rows], vectors[rows], question_vectors[np.flatnonzero(faq_keep)], answer_vectors[rows]
 
 
 def checkpoint(name: str) -> None:

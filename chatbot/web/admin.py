@@ -376,7 +376,7 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
     (`chatbot/gaps.py`), each topic's questions with why each is a gap and the person's reply
     where one was handed off; a draft FAQ entry for a topic, reviewed (approved, edited or
     dismissed with a reason) and published as one knowledge document."""
-    from chatbot.gaps import APPROVED_DOCUMENT, approve, dismiss, gap_topics, try_approval, write_draft
+    from chatbot.gaps import APPROVED_DOCUMENT, approve, dismiss, gap_topics, edited_question, try_approval, write_draft
 
     store = staff.store
 
@@ -451,7 +451,8 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
             notes.append("**Needs a source**: " + ("written by the LM from the nearest passages, which did not answer these questions; check it." if draft.answer
                                                    else "the knowledge does not say it: write the answer."))
         if draft.near_entry:
-            notes.append(f"Near the existing FAQ entry {as_text(draft.near_entry)}: approving adds this one beside it.")
+            notes.append(f"**Edits the FAQ entry** “{as_text(edited_question(draft))}”: once approved, this answer replaces that entry's "
+                         "(removing the approved drafts' document brings the entry back).")
         return draft.id, draft.question, draft.answer, " ".join(notes), drafts_table(request)
 
     @requires("knowledge")

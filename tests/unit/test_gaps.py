@@ -223,7 +223,40 @@ def test_a_topic_nobody_answered_gets_the_lms_draft_marked_as_needing_a_source(s
     manager.model.reply = "Not stated."
     assert write_draft(topic, manager, manager.masker)["answer"] == ""  # nothing there: the admin writes it
     faq = write_draft(Topic(8, "en", [], ["How long does standard delivery take?"], gaps, 1.0, NOW, NOW), manager, manager.masker)
-    assert faq["near_entry"].startswith("en/faq.csv#0: How long does standard delivery take?")
+    assert faq["near_entry"] == faq["question"] == "How long does standard delivery take?"  # an edit of that entry
+    assert faq["needs_source"] and faq["answer"] == index.chunks[0].metadata["answer"]  # no person's reply: the entry's own to start from
+
+
+def test_a_draft_near_an_existing_entry_edits_it_and_dismissing_it_brings_the_entry_back(settings, store):
+    from chatbot.dialogue import DialogueManager
+    from chatbot.embeddings import FakeEmbeddings
+    from chatbot.gaps import Topic, approve, dismiss, write_draft
+    from chatbot.kb import KnowledgeBase
+    from chatbot.llm import FakeChatModel
+    from chatbot.prompts import Prompts
+    from chatbot.retrieval import Retriever
+
+    question = "How long does standard delivery take?"
+    kb = KnowledgeBase(settings, FakeEmbeddings())
+
+    def manager():
+        return DialogueManager(settings, Retriever(kb.live(), FakeEmbeddings(), settings.retrieval), FakeChatModel(), Prompts(settings.prompts_dir))
+
+    def entries():
+        return [c.metadata["source"] for c in kb.live().chunks if c.metadata.get("question") == question]
+
+    kb.open()
+    old = manager().respond(question).finish().text
+    gaps = [Gap(n, f"c{n}", question, NOW, [], {"handoff": "Standard delivery takes 2 to 4 business days since March."}, "en") for n in range(5)]
+    fields = write_draft(Topic(9, "en", ["delivery"], [question], gaps, 5.0, NOW, NOW), manager(), manager().masker)
+    assert fields["near_entry"] == question and fields["cites"] == [f"c{n}" for n in range(5)]
+    draft = store.add_gap_draft(**fields)
+    report = approve(store, kb, manager().masker, draft.id, "tester")
+    assert report.embedded_chunks == 1 and entries() == ["gap-answers.csv"]  # one entry, not a duplicate beside the old
+    reply = manager().respond(question).finish()
+    assert (reply.mode, reply.text) == ("faq", "Standard delivery takes 2 to 4 business days since March.")
+    dismiss(store, kb, draft.id, "tester", "the carrier changed again")
+    assert entries() == ["en/faq.csv"] and manager().respond(question).finish().text == old
 
 
 def _at(store, model, row_id, when):

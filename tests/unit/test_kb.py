@@ -187,3 +187,26 @@ def test_removing_the_last_document_is_refused(settings, tmp_path):
     kb.add([GIFT])
     with pytest.raises(UserError, match="would remove every document"):
         kb.remove("gift-cards.csv")
+
+
+def test_a_row_that_replaces_an_entry_hides_it_until_its_document_leaves_and_a_restart_keeps_that(kb, settings):
+    kb.add([GIFT, HOURS])
+    question = "Do you sell paper gift vouchers?"
+    edit = Upload("gap-answers.csv", f"question,answer,replaces\n{question},No: only digital gift cards since May.,{question}\n".encode())
+    report = kb.add([edit])
+    index = kb.live()
+    entries = [c for c in index.chunks if c.metadata.get("question") == question]
+    assert [c.metadata["source"] for c in entries] == ["gap-answers.csv"]  # the edit alone
+    assert index.manifest["edited"] == [question] and report.embedded_chunks == 1
+    assert retriever(index).retrieve(question).faq.chunk.metadata["answer"].startswith("No: only digital")
+    assert len(index.question_vectors) == len(index.faq_rows)  # the FAQ-question rows left out with their entries
+    reopened = KnowledgeBase(settings, FakeEmbeddings()).open()
+    assert reopened.version == index.version  # nothing to restore while the edit stays
+    kb.add([HOURS, Upload("more-hours.md", b"# More\n\nSundays closed.\n")])  # another change keeps it hidden
+    assert [c.metadata["source"] for c in kb.live().chunks if c.metadata.get("question") == question] == ["gap-answers.csv"]
+    restored = kb.remove(report.added[0]["id"])
+    assert restored.embedded_chunks == 1  # the hidden entry, read again from its original
+    faq = retriever(kb.live()).retrieve(question).faq
+    assert faq.chunk.metadata["source"] == "gift-cards.csv" and kb.live().manifest["edited"] == []
+    rebuilt = kb.rebuild()
+    assert sum(c.metadata.get("question") == question for c in rebuilt.index.chunks) == 1
