@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     gaps_list.add_argument("--limit", type=int, default=20, help="show the first N topics (default 20)")
     gaps_list.add_argument("--json", action="store_true", help="print one JSON object: topics, gaps, in_no_topic")
     gaps_list.set_defaults(run=_gaps_list)
-    gaps_metrics = gaps_commands.add_parser("metrics", help="resolution rate, containment, handoff, abstain and thumbs-down rates per day; time to close a gap")
+    gaps_metrics = gaps_commands.add_parser("metrics", help="resolution rate, containment, handoff, abstain and thumbs-down rates per day, in all and per gap topic; time to close a gap")
     gaps_metrics.add_argument("--days", type=int, default=30)
     gaps_metrics.add_argument("--json", action="store_true")
     gaps_metrics.set_defaults(run=_gaps_metrics)
@@ -467,7 +467,8 @@ def _gaps_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _gaps_metrics(settings: Settings, args: argparse.Namespace) -> int:
-    metrics = _store(settings).resolution_metrics(args.days)
+    store = _store(settings)
+    metrics = store.resolution_metrics(args.days) | store.topic_metrics(args.days)
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
         return 0
@@ -479,8 +480,16 @@ def _gaps_metrics(settings: Settings, args: argparse.Namespace) -> int:
     for r in [*metrics["days"], metrics["total"] | {"day": "all"}]:
         print(f"{r['day']:<11} {r['conversations']:>13}  {pct(r['resolution_rate']):>8}  {pct(r['containment']):>9}  {pct(r['handoff_rate']):>10}"
               f"  {pct(r['abstain_rate']):>9}  {pct(r['thumbs_down_rate']):>11}")
-    for gap in metrics["gaps_closed"]:
-        print(f"gap topic {gap['topic']} closed in {gap['days']} days (first asked {gap['first_seen'][:10]}, draft approved {gap['closed'][:10]})")
+    if metrics["topics"]:
+        print("\ngap topic  day         questions  resolved  handed off  abstained  (as of the last `chatbot gaps list`)")
+    for t in metrics["topics"]:
+        for r in [*t["days"], t["total"] | {"day": "all"}]:
+            print(f"{t['topic']:>9}  {r['day']:<11} {r['questions']:>9}  {pct(r['resolution_rate']):>8}  {pct(r['handoff_rate']):>10}  {pct(r['abstain_rate']):>9}")
+        if t["days_to_close"] is not None:
+            print(f"{'':>9}  closed in {t['days_to_close']} days: first asked {t['first_seen'][:10]}, draft approved {t['approved'][:10]}, "
+                  f"answered since {t['answered_since'][:10]}")
+        elif t["approved"]:
+            print(f"{'':>9}  draft approved {t['approved'][:10]}; none of its questions answered since yet")
     return 0
 
 

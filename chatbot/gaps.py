@@ -34,6 +34,7 @@ import numpy as np
 from chatbot.calibration import turn_topic
 from chatbot.embeddings import embed_queries
 from chatbot.handoff import asks_for_a_person
+from chatbot.language import detect_language
 from chatbot.lexical import surface_words
 
 REPEAT_WINDOW = timedelta(minutes=10)
@@ -73,6 +74,8 @@ class Topic:
     score: float
     first_seen: datetime
     last_seen: datetime
+    centre: np.ndarray | None = field(default=None, repr=False)  # the unit mean of its questions' vectors
+    spread: float = 1.0  # how near its questions are to the centre, on average (cosine)
 
     @property
     def signals(self) -> dict[str, int]:
@@ -219,7 +222,8 @@ def topics(gaps: list[Gap], stored: list[dict], now: datetime, background: dict[
             weight = sum(0.5 ** (max((now - g.created).total_seconds(), 0) / 86400 / HALF_LIFE_DAYS) for g in group)
             handoffs = sum("handoff" in g.signals for g in group)
             found.append(Topic(previous["id"] if previous else 0, lang, label([g.question for g in group], words, len(groups)),
-                               [g.question for g in nearest[:EXAMPLES]], group, weight * (1 + handoffs), first_seen, max(g.created for g in group)))
+                               [g.question for g in nearest[:EXAMPLES]], group, weight * (1 + handoffs), first_seen, max(g.created for g in group),
+                               centre, float((units[[row[id(g)] for g in group]] @ centre).mean())))
             keep.append({"id": previous["id"] if previous else None, "lang": lang, "centroid": [round(float(x), 6) for x in centre], "first_seen": first_seen, "topic": found[-1]})
     found.sort(key=lambda t: -t.score)
     return found, keep
@@ -238,7 +242,32 @@ def gap_topics(store, retriever, thresholds, days: int = 30, now: datetime | Non
     found, keep = topics(gaps, store.gap_topics(), now, background)
     for row, topic_id in zip(keep, store.save_gap_topics(keep)):
         row["topic"].id = topic_id
+    store.save_gap_members(members(found, gaps, messages, since, retriever.embedder), since)
     return found, gaps
+
+
+def members(found: list[Topic], gaps: list[Gap], messages: Iterable, since: datetime, embedder) -> dict[int, tuple[str, int]]:
+    """Each customer question since `since` that belongs to a topic of `found` (message id →
+    (conversation id, topic id)): a topic's own gap questions, and any other question (answered,
+    so no gap) of its language whose vector is nearest that topic's centre and as near as the
+    topic's own questions are on average (`Topic.spread`): the questions a topic's metrics count,
+    those answered once it is closed among them."""
+    out = {g.message_id: (g.conversation_id, t.id) for t in found for g in t.gaps}
+    gapped = {g.message_id for g in gaps}
+    others = [m for m in messages if m.role == "user" and m.created >= since and m.id not in gapped and not asks_for_a_person(m.content)]
+    placed = [t for t in found if t.centre is not None]
+    if not others or not placed:
+        return out
+    vectors = np.asarray(embed_queries(embedder, [m.content.lower() for m in others]), dtype=np.float32)  # as the chat embeds a question
+    units = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sims = units @ np.stack([t.centre for t in placed]).T
+    langs = np.asarray([t.lang for t in placed])
+    for m, row in zip(others, sims):
+        row = np.where(langs == (m.lang or detect_language(m.content)), row, -np.inf)
+        best = int(np.argmax(row))
+        if row[best] >= placed[best].spread:
+            out[m.id] = (m.conversation_id, placed[best].id)
+    return out
 
 
 APPROVED_DOCUMENT = "gap-answers.csv"  # the approved drafts: one knowledge document, versioned and removable like any other

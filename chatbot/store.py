@@ -103,6 +103,16 @@ class GapTopic(Base):
     updated: Mapped[datetime] = mapped_column(default=_now)
 
 
+class GapMember(Base):
+    """Which gap topic a stored customer question belongs to, as of the last topics run
+    (`gaps.gap_topics`): the topic's gap questions, and the other questions of the window as near
+    its centre as its own are; the per-topic metrics count these (`Store.topic_metrics`)."""
+    __tablename__ = "gap_members"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    topic_id: Mapped[int] = mapped_column(Integer, index=True)
+
+
 class GapDraft(Base):
     """A draft FAQ entry for a gap topic (`chatbot/gaps.py`), and its review: pending, approved
     (published in the knowledge document `gaps.APPROVED_DOCUMENT`) or dismissed, with the reason."""
@@ -355,9 +365,8 @@ class Store:
         - resolution rate: conversations answered (a curated or generated answer) with no handoff,
           no thumbs-down and no question asked again (the same words later in the conversation);
         - containment: conversations never handed to a person;
-        - handoff rate; abstain rate and thumbs-down rate per answer given;
-        and for each gap topic closed (a draft approved), the days from its first question to the
-        approval."""
+        - handoff rate; abstain rate and thumbs-down rate per answer given.
+        The same per gap topic, and the time to close each: `topic_metrics`."""
         since = (now or _now()) - timedelta(days=days)
         day = func.date(Conversation.created)
         answered = select(Message.id).where(Message.conversation_id == Conversation.id, Message.mode.in_(("faq", "generate"))).exists()
@@ -375,8 +384,6 @@ class Store:
                       .where(Message.role == "assistant", Message.mode.in_(("faq", "generate", "abstain")), Message.created >= since).group_by(message_day))
         feedback_day = func.date(Feedback.created)
         per_feedback = select(feedback_day, func.count()).where(Feedback.rating < 0, Feedback.created >= since).group_by(feedback_day)
-        closed = (select(GapTopic.id, GapTopic.first_seen, func.min(GapDraft.updated)).join(GapDraft, GapDraft.topic_id == GapTopic.id)
-                  .where(GapDraft.status == "approved").group_by(GapTopic.id, GapTopic.first_seen).order_by(GapTopic.id))
         rows: dict[str, dict] = {}
 
         def row(d) -> dict:
@@ -389,11 +396,64 @@ class Store:
                 row(d).update(answers=n, abstained=int(abstained or 0))
             for d, n in s.execute(per_feedback):
                 row(d).update(thumbs_down=n)
-            gaps_closed = [{"topic": t, "first_seen": first_seen.isoformat(timespec="seconds"), "closed": at.isoformat(timespec="seconds"),
-                            "days": round((at - first_seen).total_seconds() / 86400, 1)} for t, first_seen, at in s.execute(closed)]
         days_rows = [_rates(rows[d]) for d in sorted(rows)]
         total = _rates({k: sum(r[k] for r in days_rows) for k in ("conversations", "resolved", "handed_off", "answers", "abstained", "thumbs_down")})
-        return {"days": days_rows, "total": total, "gaps_closed": gaps_closed}
+        return {"days": days_rows, "total": total}
+
+    def save_gap_members(self, members: dict[int, tuple[str, int]], since: datetime) -> None:
+        """The topic of each customer question asked since `since` (message id → (conversation
+        id, topic id)); the window's earlier memberships are replaced, older ones kept."""
+        with self._session() as s:
+            window = select(Message.id).where(Message.created >= since)
+            s.execute(delete(GapMember).where(GapMember.message_id.in_(window)))
+            s.add_all(GapMember(message_id=m, conversation_id=c, topic_id=t) for m, (c, t) in members.items())
+
+    def topic_metrics(self, days: int = 30, now: datetime | None = None) -> dict:
+        """Per gap topic, per day and in all, over its questions asked in the last `days` days
+        (`GapMember`), counted in SQL: questions, answered (the reply after it a curated or
+        generated answer), resolved (answered, and no handoff after it in the conversation, no
+        thumbs-down on that answer, not asked again in the same words), handed off, abstained,
+        thumbs-down; and the time to close it: from the topic's first question to the first of its
+        questions resolved after a draft of it was approved (None while none is)."""
+        since = (now or _now()) - timedelta(days=days)
+        q, reply, later, again = aliased(Message), aliased(Message), aliased(Message), aliased(Message)
+        reply_id = (select(func.min(later.id)).where(later.conversation_id == q.conversation_id, later.id > q.id, later.role == "assistant")
+                    .correlate(q).scalar_subquery())
+        handed = select(later.id).where(later.conversation_id == q.conversation_id, later.id > q.id, later.mode == "handoff").correlate(q).exists()
+        down = select(Feedback.id).where(Feedback.message_id == reply.id, Feedback.rating < 0).correlate(reply).exists()
+        repeat = (select(again.id).where(again.conversation_id == q.conversation_id, again.id > q.id, again.role == "user", again.content == q.content)
+                  .correlate(q).exists())
+        answered = reply.mode.in_(("faq", "generate"))
+        resolved = and_(answered, ~handed, ~down, ~repeat)
+        day = func.date(q.created)
+
+        def count(condition):
+            return func.sum(case((condition, 1), else_=0))
+
+        per_day = (select(GapMember.topic_id, day, func.count(), count(answered), count(resolved), count(handed), count(reply.mode == "abstain"), count(down))
+                   .join(q, q.id == GapMember.message_id).outerjoin(reply, reply.id == reply_id)
+                   .where(q.created >= since).group_by(GapMember.topic_id, day).order_by(GapMember.topic_id, day))
+        approved = (select(GapDraft.topic_id, func.min(GapDraft.updated).label("at")).where(GapDraft.status == "approved")
+                    .group_by(GapDraft.topic_id).subquery())
+        first_resolved = (select(GapMember.topic_id, func.min(q.created)).join(q, q.id == GapMember.message_id).outerjoin(reply, reply.id == reply_id)
+                          .join(approved, approved.c.topic_id == GapMember.topic_id).where(resolved, q.created >= approved.c.at)
+                          .group_by(GapMember.topic_id))
+        names = ("questions", "answered", "resolved", "handed_off", "abstained", "thumbs_down")
+        topics: dict[int, dict] = {}
+        with self._session() as s:
+            for topic_id, d, *counts in s.execute(per_day):
+                topics.setdefault(topic_id, {"topic": topic_id, "days": []})["days"].append({"day": str(d)} | dict(zip(names, (int(c or 0) for c in counts))))
+            seen = {t.id: t.first_seen for t in s.scalars(select(GapTopic).where(GapTopic.id.in_(list(topics))))}
+            approvals = dict(s.execute(select(approved.c.topic_id, approved.c.at)).all())
+            answered_at = dict(s.execute(first_resolved).all())
+        for topic_id, row in topics.items():
+            total = {k: sum(d[k] for d in row["days"]) for k in names}
+            first, at, fixed = seen.get(topic_id), approvals.get(topic_id), answered_at.get(topic_id)
+            row |= {"total": total | _topic_rates(total), "first_seen": first.isoformat(timespec="seconds") if first else None,
+                    "approved": at.isoformat(timespec="seconds") if at else None, "answered_since": fixed.isoformat(timespec="seconds") if fixed else None,
+                    "days_to_close": round((fixed - first).total_seconds() / 86400, 1) if fixed and first else None}
+            row["days"] = [d | _topic_rates(d) for d in row["days"]]
+        return {"topics": [topics[t] for t in sorted(topics)]}
 
     def add_gap_draft(self, **fields: Any) -> GapDraft:
         draft = GapDraft(**fields)
@@ -520,7 +580,7 @@ class Store:
                 "messages": s.scalar(select(func.count(Message.id)).where(Message.conversation_id.in_(chosen))) or 0,
                 "feedback": s.scalar(select(func.count(Feedback.id)).where(Feedback.conversation_id.in_(chosen))) or 0,
             }
-            for table in (Feedback, Message):
+            for table in (Feedback, GapMember, Message):
                 s.execute(delete(table).where(table.conversation_id.in_(chosen)))
             s.execute(delete(Conversation).where(Conversation.id.in_(chosen)))
         if self.engine.dialect.name == "sqlite":  # the write-ahead log held the deleted pages too
@@ -575,6 +635,12 @@ def _rates(counts: dict) -> dict:
     return counts | {"resolution_rate": share(counts["resolved"], conversations), "containment": share(conversations - counts["handed_off"], conversations),
                      "handoff_rate": share(counts["handed_off"], conversations), "abstain_rate": share(counts["abstained"], answers),
                      "thumbs_down_rate": share(counts["thumbs_down"], answers)}
+
+
+def _topic_rates(counts: dict) -> dict:
+    """The rates of `Store.topic_metrics`, per question of the topic."""
+    n = counts["questions"]
+    return {name: round(counts[k] / n, 4) if n else None for name, k in (("resolution_rate", "resolved"), ("handoff_rate", "handed_off"), ("abstain_rate", "abstained"))}
 
 
 def normalise_origin(origin: str) -> str:

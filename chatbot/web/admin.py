@@ -400,18 +400,27 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         import pandas as pd
 
         m = store.resolution_metrics(int(days or 30))
+        per_topic = store.topic_metrics(int(days or 30))["topics"]
         names = {"resolution_rate": "resolved", "containment": "contained", "handoff_rate": "handed off", "abstain_rate": "abstained", "thumbs_down_rate": "thumbs-down"}
         long = [{"day": r["day"], "rate": r[k], "what": name} for r in m["days"] for k, name in names.items() if r[k] is not None]
+        topics = [{"day": r["day"], "rate": r["resolution_rate"], "topic": f"#{t['topic']}"} for t in per_topic for r in t["days"]]
         t = m["total"]
 
         def pct(x) -> str:
             return "–" if x is None else f"{x:.0%}"
 
-        closed = "; ".join(f"topic {g['topic']} in {g['days']} days" for g in m["gaps_closed"]) or "none yet"
+        def closing(row) -> str:
+            if row["days_to_close"] is not None:
+                return f"#{row['topic']} closed in {row['days_to_close']} days"
+            return f"#{row['topic']} approved, not answered since yet"
+
+        closed = "; ".join(closing(r) for r in per_topic if r["approved"]) or "none yet"
         note = (f"Over {t['conversations']} conversations: **{pct(t['resolution_rate'])} resolved** (answered, with no handoff, thumbs-down or "
                 f"question asked again), {pct(t['containment'])} contained, {pct(t['handoff_rate'])} handed off; of {t['answers']} answers "
-                f"{pct(t['abstain_rate'])} refused and {pct(t['thumbs_down_rate'])} thumbed down. Gaps closed: {closed}.")
-        return note, pd.DataFrame(long or [{"day": "", "rate": 0.0, "what": "resolved"}])
+                f"{pct(t['abstain_rate'])} refused and {pct(t['thumbs_down_rate'])} thumbed down. Gaps closed (from a topic's first question "
+                f"to the first of its questions resolved after its draft was approved): {closed}.")
+        return (note, pd.DataFrame(long or [{"day": "", "rate": 0.0, "what": "resolved"}]),
+                pd.DataFrame(topics or [{"day": "", "rate": 0.0, "topic": ""}]))
 
     @requires("read")
     def detail(topic_id: int | None, kept: dict, request: gr.Request) -> str:
@@ -527,7 +536,8 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         drafts = gr.Dataframe(headers=DRAFT_COLUMNS, label="Drafts and their review", interactive=False, wrap=True)
         rates_note = gr.Markdown()
         rates = gr.LinePlot(x="day", y="rate", color="what", label="Per day: resolved, contained, handed off (of conversations); abstained, thumbs-down (of answers)", y_lim=[0, 1])
-        run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1).then(drafts_table, outputs=drafts).then(metrics, inputs=days, outputs=[rates_note, rates])
+        topic_rates = gr.LinePlot(x="day", y="rate", color="topic", label="Per gap topic and day: the share of its questions resolved", y_lim=[0, 1])
+        run.click(find, inputs=days, outputs=[summary, table, topic, kept, questions], concurrency_id="gaps", concurrency_limit=1).then(drafts_table, outputs=drafts).then(metrics, inputs=days, outputs=[rates_note, rates, topic_rates])
         topic.change(detail, inputs=[topic, kept], outputs=questions)
         write.click(make_draft, inputs=[topic, kept], outputs=[draft_id, question, answer, note, drafts], concurrency_id="gaps", concurrency_limit=1)
         attempt.click(try_draft, inputs=[draft_id, question, answer], outputs=result, concurrency_id="kb", concurrency_limit=1)

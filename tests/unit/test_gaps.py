@@ -133,9 +133,16 @@ def test_the_gaps_command_lists_the_topics(tmp_path, monkeypatch, capsys, knowle
         c = store.create_conversation("site", f"visitor-{len(asked)}").id
         asked[store.add_message(c, "user", question, lang="zh" if "你" in question else "en").id] = question
         store.add_message(c, "assistant", "(reply)", mode="abstain")
+    for question in ("Do you offer gift wrapping?", "How long does standard delivery take?"):  # answered: no gaps
+        c = store.create_conversation("site", "answered").id
+        _turn(store, c, question, "faq")
     assert main(["--profile", "test", "gaps", "list", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)  # the fake embedder: the same words, the same vector
     assert report["gaps"] == 14 and report["in_no_topic"] == 2
+    # the topic's metrics count its answered questions too: the one as near its centre as its own
+    counted = {t["topic"]: t["total"] for t in store.topic_metrics()["topics"]}
+    gift = next(t["id"] for t in report["topics"] if t["lang"] == "en")
+    assert (counted[gift]["questions"], counted[gift]["answered"], counted[gift]["abstained"]) == (7, 1, 6)
     assert sorted((t["lang"], t["count"], t["examples"]) for t in report["topics"]) == [
         ("en", 6, ["Do you offer gift wrapping?"]), ("zh", 6, ["你们有线下门店吗？"])]
     assert {asked[m] for t in report["topics"] for m in t["message_ids"]} == {"Do you offer gift wrapping?", "你们有线下门店吗？"}
@@ -188,10 +195,10 @@ def test_a_gap_is_drafted_from_the_persons_reply_approved_published_and_then_ans
     assert "gap-answers.csv is in index" in capsys.readouterr().out
     assert main(["--profile", "test", "gaps", "metrics", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert [g["topic"] for g in metrics["gaps_closed"]] == [topic["id"]] and metrics["total"]["conversations"] == 6
+    assert metrics["total"]["conversations"] == 6 and [t["topic"] for t in metrics["topics"]] == [topic["id"]]
     assert metrics["total"]["handoff_rate"] == round(2 / 6, 4) and metrics["total"]["resolution_rate"] == 0.0
     assert main(["--profile", "test", "gaps", "metrics"]) == 0
-    assert f"gap topic {topic['id']} closed in 0.0 days" in capsys.readouterr().out
+    assert "draft approved" in (out := capsys.readouterr().out) and "none of its questions answered since yet" in out  # none asked since
 
     reply = build_dialogue_manager(settings).respond("Do you offer gift wrapping?").finish()
     assert (reply.mode, reply.text) == ("faq", draft.answer) and reply.sources[0].source.endswith("gap-answers.csv")
@@ -288,12 +295,6 @@ def test_the_resolution_metrics_match_a_hand_count(store):
     conversation([("Gift wrap?", "abstain")], day, handoff=True)  # refused, handed off
     conversation([("Do you ship abroad?", "generate"), ("Do you ship abroad?", "generate")], day)  # asked again
     conversation([("What is the warranty?", "generate")], before)  # resolved, the day before
-    topic = store.save_gap_topics([{"id": None, "lang": "en", "centroid": [1.0], "first_seen": day - timedelta(days=10)}])[0]
-    draft = store.add_gap_draft(topic_id=topic, lang="en", question="Gift wrap?", answer="Yes.")
-    store.review_gap_draft(draft.id, "approved", "admin")
-    with store._session() as s:
-        s.get(GapDraft, draft.id).updated = day
-
     metrics = store.resolution_metrics(days=30, now=day + timedelta(days=1))
     by_day = {r["day"]: r for r in metrics["days"]}
     assert {k: by_day["2026-11-20"][k] for k in ("conversations", "resolved", "handed_off", "answers", "abstained", "thumbs_down")} == {
@@ -302,8 +303,56 @@ def test_the_resolution_metrics_match_a_hand_count(store):
     total = metrics["total"]
     assert (total["resolution_rate"], total["containment"], total["handoff_rate"]) == (0.4, 0.8, 0.2)
     assert (total["abstain_rate"], total["thumbs_down_rate"]) == (round(1 / 6, 4), round(1 / 6, 4))
-    assert [(g["topic"], g["days"]) for g in metrics["gaps_closed"]] == [(topic, 10.0)]
     assert store.resolution_metrics(days=30, now=day + timedelta(days=60))["total"]["resolution_rate"] is None  # nothing in the window
+
+
+def test_the_per_topic_metrics_and_the_time_to_close_match_a_hand_count(store):
+    from chatbot.store import Conversation, Feedback, GapDraft, Message
+
+    first = datetime(2026, 11, 10, 9, 0)
+
+    def ask(question, mode, when, down=False, handoff=False):
+        c = store.create_conversation("site", f"v{len(store.list_conversations())}").id
+        _at(store, Conversation, c, when)
+        asked, replied = _turn(store, c, question, mode)
+        for m in (asked, replied):
+            _at(store, Message, m.id, when)
+        if down:
+            _at(store, Feedback, store.add_feedback(c, replied.id, -1).id, when)
+        if handoff:
+            store.add_message(c, "assistant", "(notice)", mode="handoff")
+        return c, asked.id
+
+    gift, other = store.save_gap_topics([{"id": None, "lang": "en", "centroid": [1.0], "first_seen": first},
+                                         {"id": None, "lang": "en", "centroid": [0.0], "first_seen": first}])
+    members = {}
+    for when, mode, down, handoff, topic in [
+        (first, "abstain", False, True, gift),  # refused, handed off
+        (first, "abstain", False, False, gift),  # refused
+        (first + timedelta(days=1), "generate", True, False, gift),  # answered, thumbed down
+        (first + timedelta(days=4), "faq", False, False, gift),  # after the approval: resolved, closing it
+        (first + timedelta(days=5), "faq", False, False, gift),  # resolved
+        (first + timedelta(days=1), "abstain", False, False, other),  # a topic with no draft
+    ]:
+        c, m = ask("Do you gift wrap?", mode, when, down, handoff)
+        members[m] = (c, topic)
+    store.save_gap_members(members, first - timedelta(days=1))
+    draft = store.add_gap_draft(topic_id=gift, lang="en", question="Do you gift wrap?", answer="Yes, USD 4 an item.")
+    store.review_gap_draft(draft.id, "approved", "admin")
+    with store._session() as s:
+        s.get(GapDraft, draft.id).updated = first + timedelta(days=3)
+
+    metrics = store.topic_metrics(days=30, now=first + timedelta(days=6))
+    rows = {t["topic"]: t for t in metrics["topics"]}
+    assert {k: rows[gift]["total"][k] for k in ("questions", "answered", "resolved", "handed_off", "abstained", "thumbs_down")} == {
+        "questions": 5, "answered": 3, "resolved": 2, "handed_off": 1, "abstained": 2, "thumbs_down": 1}
+    assert [(d["day"], d["questions"], d["resolution_rate"]) for d in rows[gift]["days"]] == [
+        ("2026-11-10", 2, 0.0), ("2026-11-11", 1, 0.0), ("2026-11-14", 1, 1.0), ("2026-11-15", 1, 1.0)]
+    assert rows[gift]["total"]["resolution_rate"] == 0.4 and rows[gift]["total"]["handoff_rate"] == 0.2
+    assert rows[gift]["days_to_close"] == 4.0 and rows[gift]["answered_since"].startswith("2026-11-14")
+    assert rows[other]["approved"] is None and rows[other]["days_to_close"] is None and rows[other]["total"]["abstained"] == 1
+    store.save_gap_members({}, first - timedelta(days=1))  # a new run replaces the window's memberships
+    assert store.topic_metrics(days=30, now=first + timedelta(days=6))["topics"] == []
 
 
 def test_one_rating_per_answer_a_reason_added_after_a_thumbs_down(store):
