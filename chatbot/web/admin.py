@@ -133,7 +133,7 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store, accou
     def try_upload(files: list[str] | None, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """The files tried on a version that is not made live, and the stored questions of the
         last 30 days and the labelled sets replayed on it (`chatbot/replay.py`)."""
-        from chatbot.replay import EVALSETS, labelled_questions, replay, stored_questions
+        from chatbot.replay import EVALSETS, labelled_questions, markdown, replay, stored_questions
 
         staff.need(request, "knowledge")
         if not files:
@@ -148,12 +148,8 @@ def build_admin_ui(kb: KnowledgeBase, watcher: IndexWatcher, store: Store, accou
             return "\n".join(["Nothing would change.", *refused])
         progress(0.85, desc="replaying the stored questions and the labelled sets")
         result = replay(watcher.manager, report.index, stored_questions(store) + labelled_questions(kb.settings.data_dir / EVALSETS))
-        lines = [f"**Tried, not published.** {result['asked']} questions replayed ({result['labelled']} labelled) in {result['seconds']:.1f} s: "
-                 f"{len(result['changes'])} would change" + (f", **{result['harmful']} for the worse on a labelled set**." if result["harmful"] else ", none for the worse."),
-                 *refused]
-        for change in result["changes"][:100]:
-            mark = "**⚠ worse:** " if change.harmful else ""
-            lines.append(f"- {mark}{change.kind}: {as_text(change.asked.question[:200])} ({as_text(change.asked.origin)})")
+        lines = markdown(result, as_text)
+        lines[1:1] = refused
         lines.append("Publish with “Add to the knowledge base”, or choose other files.")
         return "\n".join(lines)
 
@@ -466,7 +462,7 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
 
     @requires("knowledge")
     def try_draft(draft_id: int | None, question: str, answer: str, request: gr.Request):
-        from chatbot.replay import EVALSETS, labelled_questions, replay, stored_questions
+        from chatbot.replay import EVALSETS, labelled_questions, markdown, replay, stored_questions
 
         staff.need(request, "knowledge")
         if not draft_id:
@@ -478,10 +474,7 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
         if report.index is None:
             return "Nothing would change."
         result = replay(watcher.manager, report.index, stored_questions(store) + labelled_questions(watcher.kb.settings.data_dir / EVALSETS))
-        lines = [f"**Tried, not published.** {result['asked']} questions replayed ({result['labelled']} labelled): {len(result['changes'])} would change"
-                 + (f", **{result['harmful']} for the worse on a labelled set**." if result["harmful"] else ", none for the worse.")]
-        lines += [f"- {'**⚠ worse:** ' if c.harmful else ''}{c.kind}: {as_text(c.asked.question[:200])}" for c in result["changes"][:100]]
-        return "\n".join(lines)
+        return "\n".join(markdown(result, as_text))
 
     @requires("knowledge")
     def approve_draft(draft_id: int | None, question: str, answer: str, request: gr.Request):

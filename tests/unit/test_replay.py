@@ -86,7 +86,42 @@ def test_the_admin_page_tries_an_upload_first_and_shows_the_replay(settings, tmp
     shown = try_upload([str(change)], SimpleNamespace(username="ada", client=SimpleNamespace(host="127.0.0.1")), progress=lambda *a, **k: None)
     assert shown.startswith("**Tried, not published.** 4 questions replayed (4 labelled)")
     assert "1 would change, none for the worse" in shown and ": How long does standard delivery take? (shop.jsonl)" in shown  # the new entry comes first
+    # answered again on both versions: the curated entry of the live document still wins, so the answer stays
+    assert "  - was: Standard delivery takes 3 to 5 business days.\n  - **would be:** Standard delivery takes 3 to 5 business days." in shown
     assert watcher.kb.documents() == before
+
+
+def test_only_the_changed_questions_are_answered_again_and_a_stored_one_keeps_the_answer_it_got(settings, tmp_path):
+    from chatbot.embeddings import FakeEmbeddings
+    from chatbot.kb import KnowledgeBase, Upload
+    from chatbot.llm import FakeChatModel
+    from chatbot.replay import Asked, lines, replay, stored_questions
+    from chatbot.runtime import build_dialogue_manager
+
+    store = Store(database_url("", settings.data_dir))
+    c = store.create_conversation("site", "visitor").id
+    store.add_message(c, "user", "How long does standard delivery take?", lang="en")
+    store.add_message(c, "assistant", "(what it was told then)", mode="faq")
+    store.add_message(c, "user", "What is the capital of France?", lang="en")
+    store.add_message(c, "assistant", "(refused)", mode="abstain")
+    asked = stored_questions(store) + [Asked("Can opened items be returned within 14 days?", [], "shop.jsonl", True)]
+    assert [a.answer for a in asked] == ["(what it was told then)", "(refused)", ""]
+    model = FakeChatModel()
+    manager = build_dialogue_manager(settings, model)
+    kb = KnowledgeBase(settings, FakeEmbeddings())
+    kb.open()
+    edit = "question,answer,replaces\nHow long does standard delivery take?,Standard delivery takes 9 days.,How long does standard delivery take?\n"
+    trial = kb.try_change([Upload("gap-answers.csv", edit.encode())])  # an edit of the entry (`kb.replaced_questions`)
+    result = replay(manager, trial.index, asked)
+    assert [(c.asked.question, c.before_answer, c.after_answer) for c in result["changes"]] == [
+        ("How long does standard delivery take?", "(what it was told then)", "Standard delivery takes 9 days.")]
+    assert result["answered_again"] == 1 and model.calls == []  # a curated answer: no LM call; the unchanged ones not answered at all
+    assert "    now: Standard delivery takes 9 days." in lines(result)
+    removal = kb.try_change(remove=("en/returns.md",))
+    result = replay(manager, removal.index, asked)
+    opened = next(c for c in result["changes"] if c.asked.origin == "shop.jsonl")
+    assert opened.harmful and opened.after.mode == "abstain" and opened.before_answer and opened.after_answer != opened.before_answer
+    assert replay(manager, removal.index, asked, answers=0)["changes"][0].after_answer is None
 
 
 def test_a_dry_run_with_a_refused_file_says_so_and_exits_1(tmp_path, monkeypatch, capsys, knowledge_dir):
