@@ -247,6 +247,8 @@ def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{d['id']}  {d['name']}  {d['type']}  {chunks_label(d['chunks'])}  {d['size'] / 1024:.1f} KB  added {d['added']}  ({d['origin']})")
     for error in manifest.get("refused", []):
         print(f"refused from the knowledge folder: {error}")
+    for question in manifest.get("edited", []):
+        print(f"edited: the FAQ entry \"{question}\" is answered by a row that replaces it (a `replaces` column)")
     for line in calibration_lines(manifest.get("calibration")):
         print(line)
     return 0

@@ -284,13 +284,29 @@ class OpeningTokens:
         return held
 
 
+MIN_AFTER_VERDICT = 8  # characters a verdict must be followed by: "Yes," alone says nothing (`checks.py`'s content check)
+
+
+def opening_gbnf(starts: tuple[str, ...]) -> str:
+    """A llama.cpp grammar (GBNF) for a one-line reply that opens with one of `starts`: a verdict
+    that goes on ("Yes, ") followed by at least `MIN_AFTER_VERDICT` characters, or one that is the
+    whole reply ("Not stated.")."""
+
+    def options(chosen: list[str]) -> str:
+        return " | ".join(json.dumps(s, ensure_ascii=False) for s in chosen)
+
+    going_on = [s for s in starts if not s.endswith((".", "。"))]
+    whole = [s for s in starts if s.endswith((".", "。"))]
+    rules = [f"({options(going_on)}) [^\\n]{{{MIN_AFTER_VERDICT},}}"] if going_on else []
+    rules += [f"({options(whole)})"] if whole else []
+    return f"root ::= {' | '.join(rules)}"
+
+
 @functools.lru_cache(maxsize=16)
 def _opening_grammar(starts: tuple[str, ...]):
-    """A llama.cpp grammar (GBNF) for a one-line reply that opens with one of `starts`."""
     from llama_cpp import LlamaGrammar
 
-    options = " | ".join(json.dumps(s, ensure_ascii=False) for s in starts)
-    return LlamaGrammar.from_string(f"root ::= ({options}) [^\\n]*", verbose=False)
+    return LlamaGrammar.from_string(opening_gbnf(starts), verbose=False)
 
 
 def _first_passage_line(prompt: str) -> str:

@@ -438,8 +438,11 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
     @requires("read")
     def drafts_table(request: gr.Request):
         staff.need(request, "read")
-        return [[d.id, d.topic_id, d.status, d.question, d.answer, ("the person's replies" if d.cites else "the LM: needs a source" if d.needs_source else ""),
-                 d.reviewer, d.reason] for d in store.gap_drafts()]
+        def origin(d) -> str:
+            made = "the person's replies" if d.cites else ("the entry's answer: needs a source" if d.near_entry else "the LM: needs a source") if d.needs_source else ""
+            return f"{made}; edits an existing entry" if d.near_entry else made
+
+        return [[d.id, d.topic_id, d.status, d.question, d.answer, origin(d), d.reviewer, d.reason] for d in store.gap_drafts()]
 
     @requires("knowledge")
     def make_draft(topic_id: int | None, kept: dict, request: gr.Request):

@@ -43,3 +43,17 @@ def test_planted_gaps_become_five_pure_topics_that_keep_their_ids(manager, tmp_p
     second = _purity(found, {name: planted[name] + more[name] for name in PLANTED})
     assert {name: topic_id for name, (topic_id, _) in second.items()} == {name: topic_id for name, (topic_id, _) in first.items()}
     assert all(purity >= 0.8 for _, purity in second.values()), second
+
+    # Each topic's metrics count its own questions, and none of the answered shop questions (about
+    # other things) is taken for one of its questions.
+    from sqlalchemy import select
+
+    from chatbot.store import GapMember
+
+    with store._session() as s:
+        members = {m.message_id: m.topic_id for m in s.scalars(select(GapMember))}
+    planted_ids = {m for name in PLANTED for m in planted[name] + more[name]}
+    strays = [m for m in members if m not in planted_ids and m not in {g.message_id for t in found for g in t.gaps}]
+    assert len(strays) <= 0.2 * len(members), strays
+    counted = {t["topic"]: t["total"]["questions"] for t in store.topic_metrics(now=now + timedelta(hours=1))["topics"]}
+    assert {t.id for t in found} <= set(counted) and all(counted[t.id] >= len(t.gaps) for t in found)

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 REPLY = "We can do that for you: reply with your order number."
+PRICE = "How much does standard delivery cost?"  # an entry of the shipped FAQ
+NEW_PRICE = "Standard delivery now costs USD 6.95 per order, and is free from USD 50."
 
 
 def _chat_answer(url: str, question: str) -> str:
@@ -34,7 +36,18 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    stored_turns(Store(database_url("", serve_data)), datetime.now())  # the server's own store
+    store = Store(database_url("", serve_data))
+    stored_turns(store, datetime.now())  # the server's own store
+    for n, question in enumerate([PRICE] * 4 + ["how much does standard delivery cost", "How much does the standard delivery cost?"]):
+        c = store.create_conversation("test-site", f"price-{n}").id  # a curated answer thumbed down: its entry needs an edit
+        store.add_message(c, "user", question, lang="en")
+        answer = store.add_message(c, "assistant", "Standard delivery costs USD 5.95 per order.", mode="faq")
+        store.add_feedback(c, answer.id, -1, "that is not the price I was charged")
+        if n < 2:
+            store.add_message(c, "user", "I want to talk to a person")
+            store.set_status(c, "handoff")
+            store.add_message(c, "assistant", "(handoff notice)", mode="handoff")
+            store.add_message(c, "agent", NEW_PRICE)
     evalsets = serve_data / "evalsets"  # the shop's labelled questions, replayed before a change goes live
     evalsets.mkdir(exist_ok=True)
     for path in (Path(__file__).resolve().parents[2] / "bench" / "shop").glob("queries*.jsonl"):
@@ -67,6 +80,7 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Try first"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "Tried, not published." in _text(d) and "abstain → answer" in _text(d))
     assert "(87 labelled)" in _text(browser) and "none for the worse" in _text(browser)
+    assert "would be: " + REPLY in _text(browser)  # the changed questions answered again, beside what they got
     browser.execute_script("arguments[0].scrollIntoView()", next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Try first"))
     browser.save_screenshot(str(shot_dir / "admin-gap-replay.png"))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Approve and publish"))
@@ -77,5 +91,25 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Dismiss"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "Dismissed draft" in _text(d))
     assert REPLY not in _chat_answer(server, "Can you gift wrap my order?")  # the published document left with it
+
+    # A topic of thumbed-down curated answers: its draft edits that FAQ entry rather than adding one.
+    picker = click(browser, lambda d: next(i for i in d.find_elements(By.CSS_SELECTOR, "input[role=combobox]") if i.is_displayed()))
+    picker.clear()
+    picker.send_keys("#")
+    click(browser, lambda d: next(o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if "standard" in o.text or "cost" in o.text))
+    wait.until(lambda d: "that is not the price I was charged" in _text(d))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Draft an FAQ entry for this topic"))
+    wait.until(lambda d: "Edits the FAQ entry" in _text(d) and PRICE in _text(d))
+    answer = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.get_attribute("value") == NEW_PRICE)
+    browser.execute_script("arguments[0].scrollIntoView()", answer)
+    browser.save_screenshot(str(shot_dir / "admin-gap-edit.png"))
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Approve and publish"))
+    WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "the chat answers it now" in _text(d))
+    assert _chat_answer(server, PRICE) == NEW_PRICE  # the entry's answer replaced, not a second entry beside it
+    reason.send_keys(" again")
+    click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Dismiss"))
+    WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: _text(d).count("Dismissed draft") >= 1 and "again" in _text(d))
+    assert _chat_answer(server, PRICE).startswith("Standard delivery costs USD 5.95")  # the entry back
+    assert "Per gap topic and day" in _text(browser)
     browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     browser.save_screenshot(str(shot_dir / "admin-gap-metrics.png"))

@@ -189,7 +189,9 @@ def test_removing_the_last_document_is_refused(settings, tmp_path):
         kb.remove("gift-cards.csv")
 
 
-def test_a_row_that_replaces_an_entry_hides_it_until_its_document_leaves_and_a_restart_keeps_that(kb, settings):
+def test_a_row_that_replaces_an_entry_hides_it_until_its_document_leaves_and_a_restart_keeps_that(kb, settings, monkeypatch, capsys):
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CHATBOT_KNOWLEDGE_DIR", str(settings.knowledge_dir))
     kb.add([GIFT, HOURS])
     question = "Do you sell paper gift vouchers?"
     edit = Upload("gap-answers.csv", f"question,answer,replaces\n{question},No: only digital gift cards since May.,{question}\n".encode())
@@ -200,6 +202,10 @@ def test_a_row_that_replaces_an_entry_hides_it_until_its_document_leaves_and_a_r
     assert index.manifest["edited"] == [question] and report.embedded_chunks == 1
     assert retriever(index).retrieve(question).faq.chunk.metadata["answer"].startswith("No: only digital")
     assert len(index.question_vectors) == len(index.faq_rows)  # the FAQ-question rows left out with their entries
+    from chatbot.cli import main
+
+    assert main(["--profile", "test", "kb", "list"]) == 0
+    assert f'edited: the FAQ entry "{question}" is answered by a row that replaces it' in capsys.readouterr().out
     reopened = KnowledgeBase(settings, FakeEmbeddings()).open()
     assert reopened.version == index.version  # nothing to restore while the edit stays
     kb.add([HOURS, Upload("more-hours.md", b"# More\n\nSundays closed.\n")])  # another change keeps it hidden

@@ -36,3 +36,12 @@ def test_each_sequence_of_a_batch_is_held_by_itself():
     held = OpeningTokens(len(PROMPT), OPENINGS)(torch.tensor([PROMPT + [1], PROMPT + [5]]), scores)
     assert {i for i in range(10) if torch.isfinite(held[0, i])} == {2, 3}
     assert torch.isfinite(held[1]).all()
+
+
+def test_the_grammar_wants_words_after_a_verdict_and_takes_a_whole_one_alone():
+    from chatbot.llm import MIN_AFTER_VERDICT, _opening_grammar, opening_gbnf
+
+    gbnf = opening_gbnf(("Yes, ", "No, ", "Not stated."))
+    assert gbnf == f'root ::= ("Yes, " | "No, ") [^\\n]{{{MIN_AFTER_VERDICT},}} | ("Not stated.")'
+    assert opening_gbnf(("是的，",)) == f'root ::= ("是的，") [^\\n]{{{MIN_AFTER_VERDICT},}}'
+    assert _opening_grammar(("Yes, ", "No, ", "Not stated.")) is not None  # llama.cpp parses it
