@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 REPLY = "We can do that for you: reply with your order number."
-PRICE = "How much does standard delivery cost?"  # an entry of the shipped FAQ
-NEW_PRICE = "Standard delivery now costs USD 6.95 per order, and is free from USD 50."
+REFUND = "How long does a refund take?"  # an entry of the shipped FAQ, far from the fixture's planted topics
+NEW_REFUND = "Lumen & Leaf now refunds within 1 business day of receiving the return."
 
 
 def _chat_answer(url: str, question: str) -> str:
@@ -38,16 +38,16 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
 
     store = Store(database_url("", serve_data))
     stored_turns(store, datetime.now())  # the server's own store
-    for n, question in enumerate([PRICE] * 4 + ["how much does standard delivery cost", "How much does the standard delivery cost?"]):
+    for n, question in enumerate([REFUND] * 4 + ["how long does a refund take", "How long does the refund take?"]):
         c = store.create_conversation("test-site", f"price-{n}").id  # a curated answer thumbed down: its entry needs an edit
         store.add_message(c, "user", question, lang="en")
-        answer = store.add_message(c, "assistant", "Standard delivery costs USD 5.95 per order.", mode="faq")
-        store.add_feedback(c, answer.id, -1, "that is not the price I was charged")
+        answer = store.add_message(c, "assistant", "Lumen & Leaf processes a refund within 3 business days of receiving the return.", mode="faq")
+        store.add_feedback(c, answer.id, -1, "my refund took two weeks")
         if n < 2:
             store.add_message(c, "user", "I want to talk to a person")
             store.set_status(c, "handoff")
             store.add_message(c, "assistant", "(handoff notice)", mode="handoff")
-            store.add_message(c, "agent", NEW_PRICE)
+            store.add_message(c, "agent", NEW_REFUND)
     evalsets = serve_data / "evalsets"  # the shop's labelled questions, replayed before a change goes live
     evalsets.mkdir(exist_ok=True)
     for path in (Path(__file__).resolve().parents[2] / "bench" / "shop").glob("queries*.jsonl"):
@@ -96,20 +96,23 @@ def test_an_admin_finds_the_gap_topics_and_reads_one(server, serve_data, browser
     picker = click(browser, lambda d: next(i for i in d.find_elements(By.CSS_SELECTOR, "input[role=combobox]") if i.is_displayed()))
     picker.clear()
     picker.send_keys("#")
-    click(browser, lambda d: next(o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if "standard" in o.text or "cost" in o.text))
-    wait.until(lambda d: "that is not the price I was charged" in _text(d))
+    click(browser, lambda d: next(o for o in d.find_elements(By.CSS_SELECTOR, "ul li.item") if "refund" in o.text))
+    wait.until(lambda d: "my refund took two weeks" in _text(d))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Draft an FAQ entry for this topic"))
-    wait.until(lambda d: "Edits the FAQ entry" in _text(d) and PRICE in _text(d))
-    answer = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.get_attribute("value") == NEW_PRICE)
+    wait.until(lambda d: "Edits the FAQ entry" in _text(d) and REFUND in _text(d))
+    answer = next(t for t in browser.find_elements(By.CSS_SELECTOR, "textarea") if t.get_attribute("value") == NEW_REFUND)
     browser.execute_script("arguments[0].scrollIntoView()", answer)
     browser.save_screenshot(str(shot_dir / "admin-gap-edit.png"))
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Approve and publish"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: "the chat answers it now" in _text(d))
-    assert _chat_answer(server, PRICE) == NEW_PRICE  # the entry's answer replaced, not a second entry beside it
+    answer = _chat_answer(server, REFUND)
+    assert "now refunds within 1 business day" in answer and "gap-answers.csv" in answer  # the entry's answer replaced
+    assert "3 business days" not in answer  # not a second entry beside it
     reason.send_keys(" again")
     click(browser, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Dismiss"))
     WebDriverWait(browser, 300, poll_frequency=0.5).until(lambda d: _text(d).count("Dismissed draft") >= 1 and "again" in _text(d))
-    assert _chat_answer(server, PRICE).startswith("Standard delivery costs USD 5.95")  # the entry back
+    answer = _chat_answer(server, REFUND)
+    assert "processes a refund within 3 business days" in answer and "gap-answers.csv" not in answer  # the entry back
     assert "Per gap topic and day" in _text(browser)
     browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     browser.save_screenshot(str(shot_dir / "admin-gap-metrics.png"))
