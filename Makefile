@@ -23,13 +23,18 @@ WHEELS ?= $(HOME)/.cache/kefu/wheels/$(LLAMA_VARIANT)
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test install browser index bench clean
+.PHONY: run test install browser services index bench clean
 
 run: install
 	$(BIN)/chatbot serve
 
-test: install browser
+test: install browser services
 	$(BIN)/python -m pytest
+
+# The engines that replicas share, started by the tests that use them (Debian packages): Redis.
+services:
+	command -v redis-server >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 
 # Headless Chromium and its driver, for the browser tests (Debian/Ubuntu packages).
 browser:

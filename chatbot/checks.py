@@ -15,7 +15,9 @@ quoted sentence alone (`dialogue.py`). The checks:
 - **Language**: an answer in another language than its evidence (an English question answered
   from Chinese passages) cannot be compared with it word for word, so it is not shown.
 - **Verdict**: an answer that opens with "Yes" (是的, 可以) must not stand against a negated
-  best sentence unless it carries a negation itself ("Yes, but not after 14 days").
+  best sentence unless it carries a negation itself ("Yes, but not after 14 days"); nor may it
+  open with two verdicts that disagree ("Yes, No. You can apply the code now.", "是的，不可以。"),
+  each a word of its own before a comma or a stop ("Yes, no fee is charged" opens with one).
 - **Content**: an answer must say something beyond a verdict ("是", "Yes, No.", "是的，可以。" are
   not answers; nor is "Yes, you can.", whose words are all stop words).
 - **Echo**: more of the words of an answer without a negation (Chinese: character pairs) must come
@@ -80,6 +82,15 @@ _VERDICT = re.compile(r"^(?:\s*(?:yes|no|not|是的|是|否|对|能|可以|不�
 # Where a sentence ends: ?, !, 。, ！, ？ or a full stop before a space (not "U.S." or "2.5 m").
 _CLAUSE_END = re.compile(r"(?<=[?!。！？])\s*|(?<=\.)\s+")
 _YES = re.compile(r"^\s*(?:yes\b|是|可以|能|有的|对)", re.IGNORECASE)
+# A verdict standing as a word of its own (before a comma or a stop), and which way it goes.
+_WHOLE_VERDICT = re.compile(r"(?<![a-z])(yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好)(?=\s*[,，.。!！;；])", re.IGNORECASE)
+_NO_VERDICTS = {"no", "not", "否", "不可以", "不能", "不是", "没有"}
+
+
+def _verdicts_disagree(answer: str) -> bool:
+    opening = _VERDICT.match(answer)
+    ways = {w.lower() in _NO_VERDICTS for w in _WHOLE_VERDICT.findall(opening.group())} if opening else set()
+    return len(ways) == 2
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,7 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
     missing = (_words(answer, _EN_CONDITIONS) - _words(joined, _EN_CONDITIONS)) | {w for w in _ZH_CONDITIONS if w in answer and w not in joined}
     if missing:
         failures.append("condition")
-    if evidence and _YES.search(answer) and _negated(evidence[0]) and not _negated(answer):
+    if (evidence and _YES.search(answer) and _negated(evidence[0]) and not _negated(answer)) or _verdicts_disagree(answer):
         failures.append("verdict")
     if question:  # a denial is held by the negation check instead; a question asked back never passes
         source = " ".join((joined, *titles))  # "the Acorn" is named by its passage's title

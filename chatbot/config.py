@@ -165,6 +165,9 @@ class SecuritySettings(_Section):
     sessions_per_minute: int = Field(30, ge=1, le=100000, description="new visitor tokens one client address may get a minute")
     address_per_minute: int = Field(60, ge=1, le=100000, description="chat-page messages one client address may send a minute")
     max_body_kb: int = Field(64, ge=1, le=1048576, description="API request bodies over this are refused (413) before they are read")
+    # Where the rate limits count: memory:// in this process (one server); redis://host:port/db in
+    # Redis, shared by every replica behind a load balancer (the `limits` library's storage URIs).
+    limits_storage: str = Field("memory://", pattern=r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|valkey|valkeys)://")
 
 
 class PrivacySettings(_Section):

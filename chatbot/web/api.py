@@ -69,9 +69,10 @@ def add_api(app: FastAPI, manager: DialogueManager, store: Store, tokens: Tokens
     """Mount the API, its CORS handling and its error replies on `app`; `before_turn` runs before
     each answer (moving onto a new knowledge version)."""
     settings = manager.settings
-    per_visitor = RateLimiter(settings.security.visitor_per_minute)
-    per_site = RateLimiter(settings.security.site_per_minute)
-    per_address = RateLimiter(settings.security.sessions_per_minute)
+    security = settings.security
+    per_visitor = RateLimiter(security.visitor_per_minute, security.limits_storage, "api-visitor")
+    per_site = RateLimiter(security.site_per_minute, security.limits_storage, "api-site")
+    per_address = RateLimiter(security.sessions_per_minute, security.limits_storage, "api-sessions")
     router = APIRouter(prefix="/api")
 
     def allowed_origins(site_key: str) -> set[str]:

@@ -93,8 +93,8 @@ def build_chat_ui(manager: DialogueManager, store: Store, concurrency_limit: int
     (`security.visitor_per_minute`), with a polite refusal in the customer's language."""
 
     security = manager.settings.security
-    per_address = RateLimiter(security.address_per_minute)
-    per_conversation = RateLimiter(security.visitor_per_minute)
+    per_address = RateLimiter(security.address_per_minute, security.limits_storage, "chat-address")
+    per_conversation = RateLimiter(security.visitor_per_minute, security.limits_storage, "chat-conversation")
 
     def record(stored: str, role: str, text: str, **fields) -> str:
         stored = stored or store.create_conversation(CHAT_PAGE, CHAT_PAGE).id

@@ -14,11 +14,12 @@ import hmac
 import json
 import os
 import secrets
-import threading
+import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class TokenError(Exception):
@@ -83,27 +84,35 @@ class Tokens:
 
 
 class RateLimiter:
-    """At most `per_minute` events per key in any 60-second window."""
+    """At most `per_minute` events per key in any 60-second window (a moving window), counted by
+    the `limits` library in `storage`: `memory://` counts in this process; `redis://host:port/db`
+    counts in Redis, atomically, so that every replica of the server shares the count. `name`
+    keeps limiters apart in a shared store. Where the store cannot be reached, the event is let
+    through and the failure logged: a Redis outage must not refuse every customer."""
 
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, per_minute: int, storage: str = "memory://", name: str = "events") -> None:
+        from limits import RateLimitItemPerMinute
+        from limits.storage import storage_from_string
+        from limits.strategies import MovingWindowRateLimiter
 
-    def check(self, key: str, now: float | None = None) -> float:
+        self.per_minute, self.name = per_minute, name
+        self._item = RateLimitItemPerMinute(per_minute)
+        # A store that does not answer within a second is passed over rather than kept waiting on.
+        options = {} if storage.startswith("memory://") else {"socket_connect_timeout": 1, "socket_timeout": 1}
+        self._limiter = MovingWindowRateLimiter(storage_from_string(storage, wrap_exceptions=True, **options))
+
+    def check(self, key: str) -> float:
         """0 when the event is allowed (and counted), else the seconds to wait."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            events = self._events.setdefault(key, deque())
-            while events and events[0] <= now - 60:
-                events.popleft()
-            if len(events) >= self.per_minute:
-                return max(0.1, events[0] + 60 - now)
-            events.append(now)
-            if len(self._events) > 100_000:  # forget idle keys
-                for stale in [k for k, v in self._events.items() if not v or v[-1] <= now - 60]:
-                    del self._events[stale]
+        from limits.errors import StorageError
+
+        try:
+            if self._limiter.hit(self._item, self.name, key):
+                return 0.0
+            reset = self._limiter.get_window_stats(self._item, self.name, key).reset_time
+        except StorageError as e:
+            log.warning("rate limit %s not counted: its store failed (%s); check security.limits_storage", self.name, type(e.__cause__ or e).__name__)
             return 0.0
+        return max(0.1, reset - time.time())
 
 
 class BodyLimit:

@@ -179,11 +179,32 @@ def test_cors_headers_only_for_an_allowed_origin(env):
     assert "access-control-allow-origin" not in client.options("/api/conversations", headers={"Origin": "https://evil.example.net"}).headers
 
 
-def test_the_rate_limiter_counts_a_sliding_minute():
-    limiter = RateLimiter(2)
-    assert limiter.check("a", now=0) == 0 and limiter.check("a", now=1) == 0
-    assert limiter.check("a", now=2) == pytest.approx(58)
-    assert limiter.check("a", now=61) == 0
+def test_the_rate_limiter_counts_a_sliding_minute(monkeypatch):
+    import types
+
+    import limits.storage.memory
+
+    import chatbot.web.security
+
+    clock = types.SimpleNamespace(time=lambda: now, monotonic=lambda: now)
+    monkeypatch.setattr(limits.storage.memory, "time", clock)  # the library's clock and ours, one fake minute
+    monkeypatch.setattr(chatbot.web.security, "time", clock)
+    limiter, other = RateLimiter(2), RateLimiter(2, name="other")
+    now = 1000.0
+    assert limiter.check("a") == 0
+    now = 1001.0
+    assert limiter.check("a") == 0 and limiter.check("b") == 0 and other.check("a") == 0  # per key, per limiter
+    now = 1002.0
+    assert limiter.check("a") == pytest.approx(58, abs=0.01)
+    now = 1060.5
+    assert limiter.check("a") == 0  # the first event left the window
+    assert limiter.check("a") == pytest.approx(0.5, abs=0.01)  # the second is still in it
+
+
+def test_a_rate_limit_store_that_cannot_be_reached_lets_the_message_through(caplog):
+    limiter = RateLimiter(1, "redis://127.0.0.1:9/0", name="api-visitor")  # nothing listens on port 9
+    assert limiter.check("visitor-1") == 0 and limiter.check("visitor-1") == 0
+    assert "rate limit api-visitor not counted" in caplog.text and "visitor-1" not in caplog.text
 
 
 def test_the_widget_script_is_served(env):

@@ -73,6 +73,21 @@ def test_a_chinese_yes_against_a_negated_sentence_is_refused():
     assert check("是的，可以换货。", ["Lumen & Leaf 不提供直接换货，请先退货退款。"]) == ["verdict"]
 
 
+@pytest.mark.parametrize(
+    ("answer", "failed"),
+    [
+        ("Yes, No. The customer can apply the discount code to their order now.", ["verdict"]),
+        ("是的，不可以。您需要在付款前输入优惠码。", ["verdict"]),
+        ("Yes, no more than one discount code can be used per order.", []),
+        ("No, the discount code must be entered before paying.", []),
+    ],
+)
+def test_two_verdicts_that_disagree_are_refused(answer, failed):
+    evidence = ["Enter the discount code in the Discount code field at checkout before paying; no more than one discount code can be used per order.",
+                "请在结账付款前将优惠码填入「优惠码」栏，每笔订单仅可使用一个优惠码，下单后不能再添加。"]
+    assert check(answer, evidence[1:] if not answer.isascii() else evidence[:1]) == failed
+
+
 @pytest.mark.parametrize("answer", ["是", "否。", "是的，可以。", "Yes, No.", "Yes."])
 def test_a_bare_verdict_is_not_an_answer(answer):
     assert check(answer, ["Lumen & Leaf 不提供直接换货。"] if not answer.isascii() else RETURNS, "Can I return it?") == ["content"]
