@@ -31,10 +31,11 @@ run: install
 test: install browser services
 	$(BIN)/python -m pytest
 
-# The engines that replicas share, started by the tests that use them (Debian packages): Redis.
+# The engines that replicas share, started by the tests that use them (Debian packages): Redis for
+# the rate limits, nginx in front of the replicas (deploy/nginx.conf).
 services:
-	command -v redis-server >/dev/null || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	command -v redis-server >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server nginx-light; }
 
 # Headless Chromium and its driver, for the browser tests (Debian/Ubuntu packages).
 browser:

@@ -184,7 +184,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     admin = f"{url}/admin" if settings.admin.password or _store(settings).users() else "off (`chatbot user add NAME --role owner`, or set CHATBOT_ADMIN_PASSWORD, to turn it on)"
     print(f"Kefu is serving the chat on {url}; admin page: {admin}; widget: {url}/widget.js (`chatbot sitekey add` makes a key)", file=sys.stderr, flush=True)
     # Open streams (a chat mid-answer, an idle browser tab) must not hold up a stop for long.
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=5,
+                proxy_headers=True, forwarded_allow_ips=settings.server.forwarded_allow_ips)
     return 0
 
 

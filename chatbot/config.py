@@ -134,6 +134,9 @@ class ServerSettings(_Section):
     # Chat events handled at once. Retrieval and FAQ answers are fast; LM answers share
     # `llm.parallel` model contexts, so a customer never waits for another's whole answer.
     concurrency_limit: int = Field(8, ge=1, le=1000)
+    # Addresses whose X-Forwarded-For header names the client (a reverse proxy such as nginx:
+    # deploy/nginx.conf), comma-separated, "*" for any; a client's own header is ignored otherwise.
+    forwarded_allow_ips: str = "127.0.0.1"
 
 
 class KnowledgeBaseSettings(_Section):

@@ -12,6 +12,7 @@ row and the hash of the row before it, so `verify_audit` finds a row edited or d
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import secrets
@@ -34,6 +35,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -194,16 +196,44 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time creates the schema: a PostgreSQL advisory lock, or for an SQLite file an
+    exclusive `flock` on a file beside it."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_SCHEMA_LOCK_KEY = 0x6B656675  # "kefu"
+
+
 class Store:
     """Every conversation and its messages; thread-safe (a session per call)."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        with self._session() as s:
-            if s.get(AuditHead, 1) is None:
-                s.add(AuditHead(id=1, rows=0))
+        with _schema_lock(self.engine):  # replicas starting together create the tables once
+            Base.metadata.create_all(self.engine)
+            with self._session() as s:
+                if s.get(AuditHead, 1) is None:
+                    s.add(AuditHead(id=1, rows=0))
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

@@ -68,8 +68,9 @@ def run_cli(*args: str, data_dir, env: dict | None = None, timeout: float = 600)
     )
 
 
-def start_server(data_dir, log_path, env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`chatbot serve` on the default profile in a new process, once /healthz answers: (process, url)."""
+def start_server(data_dir, log_path, env: dict | None = None, port: int | None = None, wait: bool = True) -> tuple[subprocess.Popen, str]:
+    """`chatbot serve` on the default profile in a new process: (process, url), once /healthz
+    answers (`wait_healthy`) or at once with `wait=False`."""
     port = port or _free_port()
     log = open(log_path, "a")  # noqa: SIM115 - the server writes to it for its whole life
     proc = subprocess.Popen(
@@ -77,16 +78,22 @@ def start_server(data_dir, log_path, env: dict | None = None, port: int | None =
         env=clean_env(data_dir) | (env or {}), stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    if wait:
+        wait_healthy(proc, url, log_path)
+    return proc, url
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log_path, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, open(log_path).read()
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
+                return
         except httpx.HTTPError:
             time.sleep(1)
     proc.kill()
-    pytest.fail("the server did not become healthy in 300 s")
+    pytest.fail(f"the server did not become healthy in {timeout_s:.0f} s")
 
 
 @pytest.fixture(scope="session")

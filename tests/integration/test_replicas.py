@@ -1,0 +1,235 @@
+"""Two `chatbot serve` replicas behind nginx on one port (deploy/nginx.conf, its ports replaced),
+sharing one data dir (the knowledge's versions and the SQLite store), Redis for the rate limits,
+and the LM on llama.cpp's own OpenAI-compatible server. Started together on a new data dir; then
+the API's guarantees are checked through nginx and on each replica."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatbot.config import load_settings
+from chatbot.store import Store, database_url
+from chatbot.weights import resolve_gguf
+from tests.integration.conftest import _free_port, clean_env, run_cli, start_server, wait_healthy
+from tests.lm_server import llama_server
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = "https://shop.example.com"
+FAQ = "How long does standard delivery take?"
+GENERATED = "My kettle arrived this morning with a cracked lid. How long do I have to report it?"
+SECRET = "one-secret-for-every-replica"
+
+
+@dataclass
+class Cluster:
+    url: str  # nginx
+    a: str
+    b: str
+    replica_a: subprocess.Popen
+    data_dir: Path
+    site_key: str
+
+
+def _redis(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is missing: `make test` installs Debian's redis-server package"
+    port = _free_port()
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def _nginx(tmp_path: Path, port: int, replicas: list[str]) -> subprocess.Popen:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert os.path.exists(nginx), "nginx is missing: `make test` installs Debian's nginx-light package"
+    site = (ROOT / "deploy" / "nginx.conf").read_text()
+    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    for default, replica in zip(("127.0.0.1:8001", "127.0.0.1:8002"), replicas, strict=True):
+        site = site.replace(default, replica.removeprefix("http://"))
+    for folder in ("body", "proxy", "logs"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+    config = tmp_path / "nginx.conf"
+    config.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/logs/error.log warn;
+{"user root;" if os.geteuid() == 0 else ""}
+events {{ worker_connections 256; }}
+http {{
+    access_log {tmp_path}/logs/access.log;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/body; uwsgi_temp_path {tmp_path}/body; scgi_temp_path {tmp_path}/body;
+{site}
+}}
+""")
+    check = subprocess.run([nginx, "-t", "-c", str(config), "-p", str(tmp_path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    process = subprocess.Popen([nginx, "-c", str(config), "-p", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/healthz", timeout=2)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail(f"nginx did not answer: {(tmp_path / 'logs' / 'error.log').read_text()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("replicas")
+    data_dir = tmp / "data"
+    settings = load_settings("default", environ=clean_env())
+    redis, redis_url = _redis(tmp)
+    started: list[subprocess.Popen] = [redis]
+    try:
+        with llama_server(resolve_gguf(settings.llm.model, settings.model_cache_dir), "kefu-lm", 1, settings.llm.context_tokens) as lm:
+            env = {"CHATBOT_SECURITY_SECRET_KEY": SECRET, "CHATBOT_SECURITY_LIMITS_STORAGE": redis_url, "CHATBOT_SECURITY_VISITOR_PER_MINUTE": "5",
+                   "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url, "CHATBOT_LLM_MODEL": "kefu-lm",
+                   "CHATBOT_KB_RELOAD_INTERVAL_S": "1"}
+            # Both replicas start together on a new data dir: one builds the index and the store's
+            # tables, the other waits for it and uses them.
+            a, url_a = start_server(data_dir, tmp / "a.log", env, wait=False)
+            b, url_b = start_server(data_dir, tmp / "b.log", env, wait=False)
+            started += [a, b]
+            wait_healthy(a, url_a, tmp / "a.log")
+            wait_healthy(b, url_b, tmp / "b.log")
+            nginx = _nginx(tmp, _free_port(), [url_a, url_b])
+            started.append(nginx)
+            site_key = Store(database_url("", data_dir)).create_site_key("Shop", [SHOP]).key
+            yield Cluster(f"http://127.0.0.1:{_nginx_port(tmp)}", url_a, url_b, a, data_dir, site_key)
+    finally:
+        for process in reversed(started):
+            _stop(process)
+
+
+def _nginx_port(tmp: Path) -> int:
+    return int(re.search(r"listen 127\.0\.0\.1:(\d+);", (tmp / "nginx.conf").read_text()).group(1))
+
+
+def _session(url: str, site_key: str) -> dict:
+    reply = httpx.post(f"{url}/api/session", json={"site_key": site_key}, headers={"Origin": SHOP}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return {"Origin": SHOP, "Authorization": f"Bearer {reply.json()['token']}"}
+
+
+def _conversation(url: str, headers: dict) -> str:
+    reply = httpx.post(f"{url}/api/conversations", headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["id"]
+
+
+def _ask(url: str, conversation: str, headers: dict, question: str, timeout: float = 120) -> tuple[int, list[tuple[float, str, dict]]]:
+    """The status and the server-sent events of one message, each with the second it arrived."""
+    events, started = [], time.perf_counter()
+    with httpx.stream("POST", f"{url}/api/conversations/{conversation}/messages", json={"content": question}, headers=headers, timeout=timeout) as reply:
+        if reply.status_code != 200:
+            reply.read()
+            return reply.status_code, []
+        name = ""
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((time.perf_counter() - started, name, json.loads(line.removeprefix("data: "))))
+    return 200, events
+
+
+def test_both_replicas_started_together_on_one_new_data_dir(cluster):
+    for url in (cluster.a, cluster.b):
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    versions = [p.name for p in (cluster.data_dir / "index" / "versions").iterdir() if not p.name.startswith(".")]
+    assert len(versions) == 1, versions  # the knowledge was built once, not once per replica
+
+
+def test_the_answer_streams_token_by_token_through_nginx(cluster):
+    headers = _session(cluster.url, cluster.site_key)
+    status, events = _ask(cluster.url, _conversation(cluster.url, headers), headers, GENERATED)
+    assert status == 200
+    tokens = [t for t, name, _ in events if name == "token"]
+    done = [data for _, name, data in events if name == "done"]
+    assert done and done[0]["mode"] == "generate"
+    # The quote streams at once and the LM's checked sentence after it is generated: a proxy that
+    # buffered the stream would hand both over together at the end.
+    assert len(tokens) >= 2 and tokens[0] < tokens[-1] - 0.5, tokens
+
+
+def test_a_visitors_limit_holds_across_both_replicas(cluster):
+    headers = _session(cluster.url, cluster.site_key)
+    conversation = _conversation(cluster.a, headers)
+    codes = [_ask(url, conversation, headers, FAQ)[0] for url in [cluster.a, cluster.b] * 3]
+    assert codes == [200] * 5 + [429]  # each replica alone would count three
+    crowd = _session(cluster.url, cluster.site_key)  # another visitor: 20 messages at once through nginx
+    crowded = _conversation(cluster.url, crowd)
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda _: _ask(cluster.url, crowded, crowd, FAQ)[0], range(20)))
+    assert sorted(codes) == [200] * 5 + [429] * 15
+
+
+def test_a_conversation_started_on_one_replica_goes_on_on_the_other(cluster):
+    headers = _session(cluster.a, cluster.site_key)
+    conversation = _conversation(cluster.a, headers)
+    assert _ask(cluster.a, conversation, headers, FAQ)[0] == 200
+    status, events = _ask(cluster.b, conversation, headers, "And how much does it cost?")
+    assert status == 200 and events[-1][2]["mode"] != "abstain"  # read with the first question, which B did not see
+    history = httpx.get(f"{cluster.b}/api/conversations/{conversation}", headers=headers, timeout=30).json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"] and history[0]["content"] == FAQ
+
+
+def test_a_document_added_beside_the_replicas_is_cited_by_both_until_removed(cluster, tmp_path):
+    document = tmp_path / "gift-wrapping.md"
+    document.write_text("# Gift wrapping\n\nLumen & Leaf wraps any order in recycled kraft paper for USD 3.50 per parcel.\n")
+    question = "Do you offer gift wrapping, and what does it cost?"
+    assert run_cli("kb", "add", str(document), data_dir=cluster.data_dir).returncode == 0
+    for url in (cluster.b, cluster.a):  # each replica's next turn, without a restart
+        headers = _session(url, cluster.site_key)
+        _, events = _ask(url, _conversation(url, headers), headers, question)
+        assert any(s["source"] == "gift-wrapping.md" for s in events[-1][2]["sources"]), events[-1]
+    assert run_cli("kb", "remove", "gift-wrapping.md", data_dir=cluster.data_dir).returncode == 0
+    for url in (cluster.a, cluster.b, cluster.url, cluster.url):
+        headers = _session(url, cluster.site_key)
+        _, events = _ask(url, _conversation(url, headers), headers, question)
+        assert all(s["source"] != "gift-wrapping.md" for s in events[-1][2].get("sources", [])), events[-1]
+
+
+def test_with_one_replica_killed_mid_answer_the_other_serves_and_nothing_stored_is_lost(cluster):
+    headers = _session(cluster.url, cluster.site_key)
+    conversation = _conversation(cluster.url, headers)
+    assert _ask(cluster.url, conversation, headers, FAQ)[0] == 200
+    with httpx.stream("POST", f"{cluster.a}/api/conversations/{conversation}/messages", json={"content": GENERATED}, headers=headers, timeout=120) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("event: token"):
+                os.kill(cluster.replica_a.pid, signal.SIGKILL)  # mid-answer
+                break
+    cluster.replica_a.wait(10)
+    codes = [_ask(cluster.url, conversation, headers, FAQ)[0] for _ in range(3)]
+    assert codes == [200, 200, 200]  # B answers every one
+    history = httpx.get(f"{cluster.url}/api/conversations/{conversation}", headers=headers, timeout=30).json()["messages"]
+    asked = [m["content"] for m in history if m["role"] == "user"]
+    assert asked == [FAQ, GENERATED, FAQ, FAQ, FAQ]  # the message A took before it died is stored too
+    assert sum(1 for m in history if m["role"] == "assistant") >= 4  # and every answer given
