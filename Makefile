@@ -31,11 +31,12 @@ run: install
 test: install browser services
 	$(BIN)/python -m pytest
 
-# The engines that replicas share, started by the tests that use them (Debian packages): Redis for
-# the rate limits, nginx in front of the replicas (deploy/nginx.conf).
+# The engines that replicas share, started by the tests that use them (Debian packages): PostgreSQL
+# for the store, Redis for the rate limits, nginx in front of the replicas (deploy/nginx.conf).
 services:
-	command -v redis-server >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server nginx-light; }
+	command -v redis-server >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && \
+	  { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server nginx-light postgresql; }
 
 # Headless Chromium and its driver, for the browser tests (Debian/Ubuntu packages).
 browser:

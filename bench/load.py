@@ -4,16 +4,22 @@ customer asks, reads the streamed answer to the end, "types" for a few seconds a
 Prints messages, errors, time to first token (p50/p95, per answer kind), and checks that every
 message sent is in the database afterwards.
 
-    .venv/bin/python bench/load.py [--users 50] [--minutes 5] [--set llm.threads=1 ...]
+With `--replicas N` the same customers talk to N `chatbot serve` replicas behind nginx
+(deploy/nginx.conf), sharing PostgreSQL, Redis and one data dir, with the LM on llama.cpp's own
+server (its `--parallel`-free default: one answer at a time), as `tests/integration/test_replicas.py` runs them.
+
+    .venv/bin/python bench/load.py [--users 50] [--minutes 5] [--replicas N] [--set llm.threads=1 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import secrets
 import socket
 import statistics
 import subprocess
@@ -26,6 +32,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.engines import nginx_server, redis_server  # noqa: E402
+from tests.lm_server import llama_server  # noqa: E402
+from tests.postgres import postgres_server  # noqa: E402
+
 ORIGIN = "https://shop.example.com"
 FAQ = [
     "How long does standard delivery take?", "What payment methods do you accept?", "Can I return an item I have already opened?",
@@ -47,26 +57,47 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--think", type=float, nargs=2, default=(5.0, 10.0), metavar=("MIN", "MAX"), help="seconds between a reply and the next question")
+    parser.add_argument("--replicas", type=int, default=0, help="N replicas behind nginx with PostgreSQL, Redis and llama.cpp's server (0: one process, the LM in it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for the server, e.g. llm.threads=1")
     args = parser.parse_args()
     settings = {"CHATBOT_" + key.replace(".", "_").upper(): value for key, value in (kv.split("=", 1) for kv in args.set)}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as engines:
         data = Path(tmp)
         # All simulated customers come from one address; real ones each have their own, so the
         # per-address limit on new visitor tokens (30 a minute) is raised for this run only.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")} | {"CHATBOT_DATA_DIR": str(data), "CHATBOT_SECURITY_SESSIONS_PER_MINUTE": "1000"} | settings
+        if args.replicas:
+            env |= _shared_engines(engines, env)
         site_key = subprocess.run([sys.executable, "-m", "chatbot.cli", "sitekey", "add", "Load test", "--origin", ORIGIN], env=env, capture_output=True, text=True, check=True).stdout.strip()
-        port = _free_port()
-        log = (data / "serve.log").open("w")
-        server = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        servers, urls = [], []
+        for n in range(max(1, args.replicas)):
+            port = _free_port()
+            log = (data / f"serve-{n}.log").open("w")
+            servers.append(subprocess.Popen([sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT))
+            urls.append(f"http://127.0.0.1:{port}")
         try:
-            _wait_healthy(url, server)
+            for url, server in zip(urls, servers, strict=True):
+                _wait_healthy(url, server)
+            url = engines.enter_context(nginx_server(urls)) if args.replicas else urls[0]
             results = asyncio.run(_run(url, site_key, args.users, args.minutes * 60, tuple(args.think)))
         finally:
-            server.terminate()
-            server.wait(60)
-        _report(results, data, args)
+            for server in servers:
+                server.terminate()
+                server.wait(60)
+        _report(results, env.get("CHATBOT_DATABASE_URL", ""), data, args)
+
+
+def _shared_engines(engines: contextlib.ExitStack, env: dict) -> dict:
+    """PostgreSQL, Redis and llama.cpp's server for the replicas: the settings that point at them."""
+    from chatbot.config import load_settings
+    from chatbot.weights import resolve_gguf
+
+    settings = load_settings("default", environ=env)
+    gguf = resolve_gguf(settings.llm.model, settings.model_cache_dir)
+    lm = engines.enter_context(llama_server(gguf, "kefu-lm", settings.llm.threads or os.cpu_count() or 1, settings.llm.context_tokens))
+    return {"CHATBOT_DATABASE_URL": engines.enter_context(postgres_server()), "CHATBOT_SECURITY_LIMITS_STORAGE": engines.enter_context(redis_server()),
+            "CHATBOT_SECURITY_SECRET_KEY": secrets.token_urlsafe(32), "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
+            "CHATBOT_LLM_MODEL": "kefu-lm"}
 
 
 async def _run(url: str, site_key: str, users: int, seconds: float, think: tuple[float, float]) -> list[dict]:
@@ -121,11 +152,12 @@ async def _customer(client: httpx.AsyncClient, site_key: str, n: int, deadline: 
     return results
 
 
-def _report(results: list[dict], data: Path, args: argparse.Namespace) -> None:
+def _report(results: list[dict], database: str, data: Path, args: argparse.Namespace) -> None:
     from chatbot.store import Store, database_url
 
     errors = [r for r in results if r["error"]]
-    print(f"{args.users} concurrent conversations for {args.minutes:g} min: {len(results)} messages answered, {len(errors)} errors")
+    shape = f"{args.replicas} replicas behind nginx" if args.replicas else "one process"
+    print(f"{args.users} concurrent conversations for {args.minutes:g} min, {shape}: {len(results)} messages answered, {len(errors)} errors")
     for e in errors[:5]:
         print("  error:", e["error"])
     for label, chosen in (("all", results), *((f"mode {m}", [r for r in results if r["mode"] == m]) for m in ("faq", "generate", "generate, not shown: the quotes", "generate, busy: the quote alone", "abstain"))):
@@ -136,7 +168,7 @@ def _report(results: list[dict], data: Path, args: argparse.Namespace) -> None:
     for r in results:
         modes[r["mode"] or "none"] = modes.get(r["mode"] or "none", 0) + 1
     print(f"  modes: {modes}")
-    store = Store(database_url("", data))
+    store = Store(database_url(database, data))
     missing = 0
     for conversation in {r["conversation"] for r in results if r["conversation"]}:
         sent = sum(1 for r in results if r["conversation"] == conversation)

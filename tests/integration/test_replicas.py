@@ -1,14 +1,12 @@
 """Two `chatbot serve` replicas behind nginx on one port (deploy/nginx.conf, its ports replaced),
-sharing one data dir (the knowledge's versions and the SQLite store), Redis for the rate limits,
-and the LM on llama.cpp's own OpenAI-compatible server. Started together on a new data dir; then
+sharing the store on PostgreSQL, one data dir (the knowledge's versions), Redis for the rate
+limits, and the LM on llama.cpp's own OpenAI-compatible server. Started together on a new data dir; then
 the API's guarantees are checked through nginx and on each replica."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import time
@@ -20,14 +18,15 @@ import httpx
 import pytest
 
 from chatbot.config import load_settings
-from chatbot.store import Store, database_url
+from chatbot.store import Store
 from chatbot.weights import resolve_gguf
-from tests.integration.conftest import _free_port, clean_env, run_cli, start_server, wait_healthy
+from tests.integration.conftest import clean_env, run_cli, start_server, wait_healthy
+from tests.engines import nginx_server, redis_server, stop
 from tests.lm_server import llama_server
+from tests.postgres import postgres_server
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 SHOP = "https://shop.example.com"
 FAQ = "How long does standard delivery take?"
 GENERATED = "My kettle arrived this morning with a cracked lid. How long do I have to report it?"
@@ -44,92 +43,29 @@ class Cluster:
     site_key: str
 
 
-def _redis(tmp_path: Path) -> tuple[subprocess.Popen, str]:
-    server = shutil.which("redis-server")
-    assert server, "redis-server is missing: `make test` installs Debian's redis-server package"
-    port = _free_port()
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
-def _nginx(tmp_path: Path, port: int, replicas: list[str]) -> subprocess.Popen:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert os.path.exists(nginx), "nginx is missing: `make test` installs Debian's nginx-light package"
-    site = (ROOT / "deploy" / "nginx.conf").read_text()
-    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    for default, replica in zip(("127.0.0.1:8001", "127.0.0.1:8002"), replicas, strict=True):
-        site = site.replace(default, replica.removeprefix("http://"))
-    for folder in ("body", "proxy", "logs"):
-        (tmp_path / folder).mkdir(exist_ok=True)
-    config = tmp_path / "nginx.conf"
-    config.write_text(f"""
-daemon off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/logs/error.log warn;
-{"user root;" if os.geteuid() == 0 else ""}
-events {{ worker_connections 256; }}
-http {{
-    access_log {tmp_path}/logs/access.log;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/body; uwsgi_temp_path {tmp_path}/body; scgi_temp_path {tmp_path}/body;
-{site}
-}}
-""")
-    check = subprocess.run([nginx, "-t", "-c", str(config), "-p", str(tmp_path)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    process = subprocess.Popen([nginx, "-c", str(config), "-p", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{url}/healthz", timeout=2)
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    pytest.fail(f"nginx did not answer: {(tmp_path / 'logs' / 'error.log').read_text()}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replicas")
     data_dir = tmp / "data"
     settings = load_settings("default", environ=clean_env())
-    redis, redis_url = _redis(tmp)
-    started: list[subprocess.Popen] = [redis]
-    try:
-        with llama_server(resolve_gguf(settings.llm.model, settings.model_cache_dir), "kefu-lm", 1, settings.llm.context_tokens) as lm:
-            env = {"CHATBOT_SECURITY_SECRET_KEY": SECRET, "CHATBOT_SECURITY_LIMITS_STORAGE": redis_url, "CHATBOT_SECURITY_VISITOR_PER_MINUTE": "5",
-                   "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url, "CHATBOT_LLM_MODEL": "kefu-lm",
-                   "CHATBOT_KB_RELOAD_INTERVAL_S": "1"}
-            # Both replicas start together on a new data dir: one builds the index and the store's
-            # tables, the other waits for it and uses them.
-            a, url_a = start_server(data_dir, tmp / "a.log", env, wait=False)
-            b, url_b = start_server(data_dir, tmp / "b.log", env, wait=False)
-            started += [a, b]
+    gguf = resolve_gguf(settings.llm.model, settings.model_cache_dir)
+    with (redis_server() as redis_url, postgres_server() as database,
+          llama_server(gguf, "kefu-lm", 1, settings.llm.context_tokens) as lm):
+        env = {"CHATBOT_DATABASE_URL": database, "CHATBOT_SECURITY_SECRET_KEY": SECRET, "CHATBOT_SECURITY_LIMITS_STORAGE": redis_url,
+               "CHATBOT_SECURITY_VISITOR_PER_MINUTE": "5", "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
+               "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_KB_RELOAD_INTERVAL_S": "1"}
+        # Both replicas start together on a new data dir and a new database: one builds the index
+        # and the store's tables, the other waits for them and uses them.
+        a, url_a = start_server(data_dir, tmp / "a.log", env, wait=False)
+        b, url_b = start_server(data_dir, tmp / "b.log", env, wait=False)
+        try:
             wait_healthy(a, url_a, tmp / "a.log")
             wait_healthy(b, url_b, tmp / "b.log")
-            nginx = _nginx(tmp, _free_port(), [url_a, url_b])
-            started.append(nginx)
-            site_key = Store(database_url("", data_dir)).create_site_key("Shop", [SHOP]).key
-            yield Cluster(f"http://127.0.0.1:{_nginx_port(tmp)}", url_a, url_b, a, data_dir, site_key)
-    finally:
-        for process in reversed(started):
-            _stop(process)
-
-
-def _nginx_port(tmp: Path) -> int:
-    return int(re.search(r"listen 127\.0\.0\.1:(\d+);", (tmp / "nginx.conf").read_text()).group(1))
+            with nginx_server([url_a, url_b]) as url:
+                yield Cluster(url, url_a, url_b, a, data_dir, Store(database).create_site_key("Shop", [SHOP]).key)
+        finally:
+            stop(a)
+            stop(b)
 
 
 def _session(url: str, site_key: str) -> dict:

@@ -4,9 +4,6 @@ concurrent messages are counted atomically."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,35 +16,15 @@ from chatbot.runtime import IndexWatcher, build_dialogue_manager
 from chatbot.store import Store, database_url
 from chatbot.web.app import create_app
 from chatbot.web.security import RateLimiter
-from tests.integration.conftest import _free_port
+from tests.engines import redis_server
 
 SHOP = "https://shop.example.com"
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    """A Redis server of its own on a free port, gone after the test."""
-    server = shutil.which("redis-server")
-    assert server, "redis-server is missing: `make test` installs Debian's redis-server package"
-    port = _free_port()
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    import redis
-
-    client = redis.Redis(port=port)
-    try:
-        for _ in range(100):
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("redis-server did not answer within 5 s")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+def redis_url():
+    with redis_server() as url:
+        yield url
 
 
 def _replica(settings) -> TestClient:
