@@ -4,7 +4,6 @@ resolution and per-topic metrics are SQL of their own), the audit chain and rete
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from sqlalchemy import text
 from chatbot.store import Store
 from tests.gap_fixture import stored_turns
 from tests.postgres import postgres_server
-from tests.unit.test_store_schema import _open
+from tests.unit.test_store_schema import open_together
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +24,7 @@ def pg_url():
 
 
 def test_replicas_opening_a_new_postgresql_database_together_create_it_once(pg_url):
-    context = multiprocessing.get_context("fork")
-    barrier, errors = context.Barrier(6), context.Queue()
-    workers = [context.Process(target=_open, args=(pg_url, barrier, errors)) for _ in range(6)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(60)
-    assert [w.exitcode for w in workers] == [0] * 6
-    assert errors.empty(), errors.get()
+    open_together(pg_url)
     store = Store(pg_url)
     with store.engine.connect() as c:
         assert c.execute(text("SELECT count(*) FROM audit_head")).scalar() == 1

@@ -17,19 +17,25 @@ def _open(url: str, barrier, errors) -> None:
         errors.put(repr(e))
 
 
-def test_replicas_opening_a_new_database_together_create_it_once(tmp_path):
-    from chatbot.store import Store
-
-    url = f"sqlite:///{tmp_path / 'kefu.db'}"
+def open_together(url: str, processes: int = 6) -> None:
+    """`processes` processes open the store at `url` at the same moment, each writing one audit
+    entry ("started"); fails with the first error one of them met."""
     context = multiprocessing.get_context("fork")
-    barrier, errors = context.Barrier(6), context.Queue()
-    workers = [context.Process(target=_open, args=(url, barrier, errors)) for _ in range(6)]
+    barrier, errors = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_open, args=(url, barrier, errors)) for _ in range(processes)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(60)
-    assert [w.exitcode for w in workers] == [0] * 6
     assert errors.empty(), errors.get()
+    assert [w.exitcode for w in workers] == [0] * processes
+
+
+def test_replicas_opening_a_new_database_together_create_it_once(tmp_path):
+    from chatbot.store import Store
+
+    url = f"sqlite:///{tmp_path / 'kefu.db'}"
+    open_together(url)
     store = Store(url)
     with store.engine.connect() as c:
         assert c.execute(text("SELECT count(*) FROM audit_head")).scalar() == 1
