@@ -5,9 +5,9 @@
 Starts `python -m llama_cpp.server` on a free local port with the packaged GGUF (the same weights
 and threads as the in-process default), points `llm.backend: openai` at it, runs `chatbot eval
 --answers` through the live dialogue manager, and prints the report's figures as one JSON line.
-The difference from the in-process llama.cpp backend is what an OpenAI-compatible server gets: the
-prompt, without the grammar that holds a yes/no answer to its verdict openings (`llm.py`), so
-the instruction alone asks for them. Not a test: the backend table in docs/quality.md.
+The server gets the verdict grammar of a yes/no answer in the request's `grammar` field
+(`llm.grammar_field`), as the in-process backend uses it; `--no-grammar` leaves it out, as for a
+server that takes none, where the instruction alone asks for the verdict. Not a test: the backend table in docs/quality.md.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="packaged:qwen2.5-coder-0.5b")
     parser.add_argument("--answers", type=Path, default=HERE / "answers.jsonl")
+    parser.add_argument("--no-grammar", action="store_true", help="send no verdict grammar (llm.grammar_field empty), as to a server that takes none")
     parser.add_argument("--out", type=Path, help="also write the whole report (with the wrong answers) here")
     args = parser.parse_args()
     settings = load_settings()
     path = resolve_gguf(args.model, settings.model_cache_dir)
     threads = settings.llm.threads or os.cpu_count() or 1
     with llama_server(path, args.model, threads, settings.llm.context_tokens) as server:
-        served = load_settings(overrides={"llm.backend": "openai", "llm.base_url": server.base_url, "llm.model": args.model})
+        overrides = {"llm.backend": "openai", "llm.base_url": server.base_url, "llm.model": args.model}
+        served = load_settings(overrides=overrides | ({} if args.no_grammar else {"llm.grammar_field": "grammar"}))
         report = run_answer_eval(served, args.answers, progress=False)
     if args.out:
         args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -97,7 +97,7 @@ def _shared_engines(engines: contextlib.ExitStack, env: dict) -> dict:
     lm = engines.enter_context(llama_server(gguf, "kefu-lm", settings.llm.threads or os.cpu_count() or 1, settings.llm.context_tokens))
     return {"CHATBOT_DATABASE_URL": engines.enter_context(postgres_server()), "CHATBOT_SECURITY_LIMITS_STORAGE": engines.enter_context(redis_server()),
             "CHATBOT_SECURITY_SECRET_KEY": secrets.token_urlsafe(32), "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
-            "CHATBOT_LLM_MODEL": "kefu-lm"}
+            "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_LLM_GRAMMAR_FIELD": "grammar"}
 
 
 async def _run(url: str, site_key: str, users: int, seconds: float, think: tuple[float, float]) -> list[dict]:
@@ -162,8 +162,10 @@ def _report(results: list[dict], database: str, data: Path, args: argparse.Names
         print("  error:", e["error"])
     for label, chosen in (("all", results), *((f"mode {m}", [r for r in results if r["mode"] == m]) for m in ("faq", "generate", "generate, not shown: the quotes", "generate, busy: the quote alone", "abstain"))):
         ttft = sorted(r["first_token_s"] for r in chosen if r["first_token_s"] is not None)
+        whole = sorted(r["total_s"] for r in chosen if r["first_token_s"] is not None)
         if ttft:
-            print(f"  {label}: n={len(ttft)}, first token p50 {_pct(ttft, 50):.2f} s, p95 {_pct(ttft, 95):.2f} s, max {ttft[-1]:.2f} s")
+            print(f"  {label}: n={len(ttft)}, first token p50 {_pct(ttft, 50):.2f} s, p95 {_pct(ttft, 95):.2f} s, max {ttft[-1]:.2f} s;"
+                  f" whole answer p50 {_pct(whole, 50):.2f} s, p95 {_pct(whole, 95):.2f} s")
     modes: dict[str, int] = {}
     for r in results:
         modes[r["mode"] or "none"] = modes.get(r["mode"] or "none", 0) + 1

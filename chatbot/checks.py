@@ -177,6 +177,22 @@ def same_case(question: str, entry: str, entry_question: str) -> bool:
     return named <= (_words(entry, _EN_CONDITIONS) | {w for w in _ZH_CONDITIONS if w in entry})
 
 
+# Whether an item was opened: the condition a return turns on. The customer says it in their own
+# words ("I never opened it", "拆开摆了二十天"); a policy sentence in the business's ("Unopened items",
+# "已拆封的商品"). `opened_case` reads either; a sentence about the other case is not evidence for theirs.
+_EN_UNOPENED = re.compile(r"\bunopened\b|\b(?:not|never|n't|haven't|hasn't|hadn't|wasn't|isn't)\s+(?:\w+\s+){0,2}?opened\b|\bstill\s+(?:sealed|shrink-wrapped|in\s+(?:its|the)\s+(?:original\s+)?(?:packaging|box))", re.IGNORECASE)
+_EN_OPENED = re.compile(r"(?<!un)\bopened\b", re.IGNORECASE)
+_ZH_UNOPENED = re.compile(r"未拆封|未开封|没拆|没有拆|没开封|没有开封|原封")
+_ZH_OPENED = re.compile(r"拆封|已开封|开封了|拆开|拆了|已经拆")
+
+
+def opened_case(text: str) -> str | None:
+    """"unopened" or "opened" where `text` names one of the two cases and not the other, else None."""
+    unopened = bool(_EN_UNOPENED.search(text) or _ZH_UNOPENED.search(text))
+    opened = bool(_EN_OPENED.search(_EN_UNOPENED.sub("", text)) or _ZH_OPENED.search(_ZH_UNOPENED.sub("", text)))
+    return None if unopened == opened else ("unopened" if unopened else "opened")
+
+
 def is_yes_no(question: str) -> bool:
     """Whether `question` asks for a yes or a no ("Can I return it?", "可以退吗？"), also after a
     sentence that sets the case ("My basket was $55. Do I still get free delivery?")."""

@@ -56,8 +56,8 @@ class LLMSettings(_Section):
     context_tokens: int = Field(2048, ge=256, le=131072)
     threads: int = Field(0, ge=0, le=256, description="0 = all cores")
     parallel: int = Field(2, ge=1, le=64, description="llama.cpp contexts serving requests at once")
-    # llama.cpp: how long a request waits for a free context before the busy reply (which gives the
-    # most relevant passage at once) instead of a generated answer.
+    # How long a request waits for a free llama.cpp context, or for an OpenAI-compatible server's
+    # first token, before the busy reply (the quote alone, at once) instead of a generated answer.
     max_wait_s: float = Field(10.0, gt=0, le=3600)
     # transformers: decode concurrent requests together (continuous batching); auto = on CUDA only.
     batching: Literal["auto", "on", "off"] = "auto"
@@ -72,6 +72,9 @@ class LLMSettings(_Section):
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60.0, gt=0, le=3600)
     retries: int = Field(2, ge=0, le=10)
+    # The request field that carries the yes/no verdict grammar (GBNF) to the server: "grammar" for
+    # llama.cpp's servers; empty for one that takes none (a hosted API), where the instruction alone asks.
+    grammar_field: str = Field("", pattern=r"^[a-z_]*$")
 
 
 class RetrievalSettings(_Section):

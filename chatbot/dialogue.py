@@ -220,7 +220,7 @@ class DialogueManager:
             reply.quote = self.prompts.render("quote", lang=lang, title=best[0].title, quote=best[0].text)
             reply._pieces = iter([reply.quote, f"\n\n{told}"])  # shown as a generated answer's quote is
             return reply
-        evidence = select(retriever.embedder, retrieval.vector, passages, lang, EVIDENCE_SENTENCES, self._sentence_vectors) if retrieval.vector is not None else []
+        evidence = select(retriever.embedder, retrieval.vector, passages, lang, EVIDENCE_SENTENCES, self._sentence_vectors, question) if retrieval.vector is not None else []
         sources = [_source(h, self.settings.retrieval.passage_chars, evidence[0] if evidence else None) for h in passages]
         sentences = [e.text for e in evidence] or [s.text for s in sources]
         messages = self.build_messages(question, sentences, history, lang)

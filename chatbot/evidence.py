@@ -9,7 +9,9 @@ scored against the question by each dense model's cosine (for English, the two m
 `calibration.topic_score`); the best `limit` are kept, best first, passing over a sentence that
 repeats one already kept (`repeats`: a FAQ answer and the policy it summarises often say the same
 thing in nearly the same words, and two copies of it would crowd out the sentence with the
-condition or the figure the question needs). The selection against the gold
+condition or the figure the question needs). A sentence about the other case than the customer's
+(`checks.opened_case`: "Opened items ..." to "I never opened it") goes after every other: a
+policy's sentences for opened and unopened items are near each other and near the question alike. The selection against the gold
 sentences and the references is measured in docs/quality.md (`bench/evidence.py`).
 """
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chatbot.calibration import topic_score, unit_parts, unit_rows
-from chatbot.checks import content_units
+from chatbot.checks import content_units, opened_case
 from chatbot.embeddings import embedding_parts
 from chatbot.index import Hit
 
@@ -80,11 +82,12 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, limit: int | None = 3, cache: dict | None = None) -> list[Evidence]:
+def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, limit: int | None = 3, cache: dict | None = None,
+           question: str = "") -> list[Evidence]:
     """The `limit` sentences of `hits` nearest the question (`question_vector`, as the chat embedded
-    it), best first (every sentence with `limit=None`); an empty list when no passage has a sentence.
-    `cache` (sentence → vector, shared by the chat's turns) spares embedding a passage's sentences
-    again when it is given again."""
+    it; `question`, its words, for the customer's case), best first (every sentence with
+    `limit=None`); an empty list when no passage has a sentence. `cache` (sentence → vector, shared
+    by the chat's turns) spares embedding a passage's sentences again when it is given again."""
     candidates = [(hit, start, end) for hit in hits for start, end in sentence_spans(hit.chunk.page_content)]
     if not candidates:
         return []
@@ -93,9 +96,11 @@ def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, li
     parts = embedding_parts(embedder, vectors.shape[1])
     cosines = np.stack([sentences @ unit_rows(question_vector[None, a:b])[0] for sentences, (a, b) in zip(unit_parts(vectors, parts), parts)], axis=1)
     scores = [topic_score(tuple(row), lang) for row in cosines.tolist()]
+    case = opened_case(question)
+    other_case = [case is not None and opened_case(t) not in (None, case) for t in texts]
     kept: list[int] = []
     said: list[set[str]] = []
-    for i in sorted(range(len(candidates)), key=lambda i: -scores[i]):
+    for i in sorted(range(len(candidates)), key=lambda i: (other_case[i], -scores[i])):
         if limit is not None and len(kept) == limit:
             break
         units = content_units(texts[i])

@@ -3,7 +3,12 @@ llama.cpp's server, a hosted API), for larger models or several GPUs than Kefu r
 
 It streams `/chat/completions` (Server-Sent Events), with a connect/read timeout, retries with
 exponential back-off while nothing has been streamed yet (connection refused, 429, 5xx), and one
-clear `ModelServerError` naming the server and what to do when it is down or failing. The API key is
+clear `ModelServerError` naming the server and what to do when it is down or failing. A yes/no
+question's verdict grammar goes in the request field `llm.grammar_field` names, for servers that
+take one (llama.cpp's: "grammar"). As with the
+in-process backend, a request that gets no first token within `llm.max_wait_s` (a server busy with
+other customers' answers) is given up with `ModelBusyError`, so the customer gets the quote at once
+rather than a long wait; closing it lets the server drop it. The API key is
 read from the environment variable `llm.api_key_env`, never from a file.
 """
 
@@ -19,7 +24,8 @@ from collections.abc import Iterator
 import httpx
 
 from chatbot.config import LLMSettings
-from chatbot.errors import ModelServerError
+from chatbot.errors import ModelBusyError, ModelServerError
+from chatbot.llm import opening_gbnf
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -39,7 +45,9 @@ class OpenAIChatModel:
         self._settings = settings
         self._base = settings.base_url.rstrip("/")
         key = os.environ.get(settings.api_key_env, "")
-        timeout = httpx.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s))
+        # No byte for this long ends a request: the busy limit, or the server's timeout where it is shorter.
+        self._wait_s = min(settings.timeout_s, settings.max_wait_s)
+        timeout = httpx.Timeout(self._wait_s, connect=min(10.0, settings.timeout_s))
         self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
 
     def stream(self, messages: list[dict[str, str]], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
@@ -50,6 +58,8 @@ class OpenAIChatModel:
             "max_tokens": max_new_tokens or self._settings.max_new_tokens,
             "temperature": self._settings.temperature,
         }
+        if starts and self._settings.grammar_field:
+            body[self._settings.grammar_field] = opening_gbnf(starts)
         for attempt in range(self._settings.retries + 1):
             streamed = False
             try:
@@ -60,6 +70,8 @@ class OpenAIChatModel:
             except (httpx.TransportError, _Retryable) as e:
                 if streamed:
                     raise ModelServerError(f"the LM server at {self._base} broke off mid-answer ({e})") from e
+                if isinstance(e, httpx.ReadTimeout) and self._wait_s < self._settings.timeout_s:
+                    raise ModelBusyError(f"the LM server at {self._base} began no answer within llm.max_wait_s={self._wait_s:g} s") from e
                 if isinstance(e, httpx.ReadTimeout):
                     raise ModelServerError(f"the LM server at {self._base} sent nothing for {self._settings.timeout_s:.0f} s (llm.timeout_s)") from e
                 if attempt == self._settings.retries:

@@ -1,8 +1,9 @@
 """A small OpenAI-compatible server for tests: streams a fixed reply word by word over SSE, and can
-fail its first requests with a status code to exercise retries."""
+fail its first requests with a status code to exercise retries, or be slow to its first token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -14,8 +15,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 
 class FakeOpenAIServer:
-    def __init__(self, reply: str = "Standard delivery takes 3–5 business days.", fail_first: int = 0, fail_status: int = 503):
+    def __init__(self, reply: str = "Standard delivery takes 3–5 business days.", fail_first: int = 0, fail_status: int = 503,
+                 first_token_s: float = 0.0):
         self.reply, self.fail_first, self.fail_status = reply, fail_first, fail_status
+        self.first_token_s = first_token_s  # seconds before the first token, as a server busy with others' answers
         self.requests: list[dict] = []
         app = FastAPI()
 
@@ -27,7 +30,8 @@ class FakeOpenAIServer:
                 return JSONResponse({"error": {"message": "overloaded"}}, status_code=self.fail_status)
             words = self.reply.split(" ")[: body.get("max_tokens") or None]
 
-            def events():
+            async def events():
+                await asyncio.sleep(self.first_token_s)
                 for i, word in enumerate(words):
                     delta = {"content": word if i == 0 else " " + word}
                     yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': delta}]})}\n\n"

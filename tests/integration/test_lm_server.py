@@ -1,6 +1,6 @@
 """`llm.backend: openai` against a real OpenAI-compatible server: llama.cpp's own
 (`python -m llama_cpp.server`) serving the packaged GGUF. Streaming through the chat's dialogue
-manager, the request cancelled when its reader goes away, the read timeout, and retries while the
+manager, the request cancelled when its reader goes away, the read timeout and the busy limit, and retries while the
 server is still starting."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from chatbot.errors import ModelServerError
+from chatbot.errors import ModelBusyError, ModelServerError
 from chatbot.openai_backend import OpenAIChatModel
 from chatbot.weights import resolve_gguf
 from tests.lm_server import free_port, llama_server
@@ -53,6 +53,13 @@ def test_an_answer_streams_from_the_server_through_the_dialogue_manager(lm, defa
     assert len(list(_model(default_settings, lm.base_url).stream(SHORT, max_new_tokens=16))) > 1  # token by token
 
 
+def test_the_verdict_grammar_holds_on_the_server(lm, default_settings):
+    starts = ("Yes, ", "No, ", "Not stated.")
+    question = [{"role": "user", "content": "Is the sky green? Reply in one short sentence."}]
+    text = "".join(_model(default_settings, lm.base_url, grammar_field="grammar").stream(question, max_new_tokens=30, starts=starts))
+    assert text.startswith(starts), text
+
+
 def test_a_reader_that_goes_away_stops_the_servers_answer(lm, default_settings):
     model = _model(default_settings, lm.base_url)
     long = model.stream(LONG, max_new_tokens=1000)
@@ -65,12 +72,14 @@ def test_a_reader_that_goes_away_stops_the_servers_answer(lm, default_settings):
     assert "Disconnected from client" in lm.output()
 
 
-def test_a_server_that_sends_nothing_in_time_fails_clearly(lm, default_settings):
+def test_a_server_that_sends_nothing_in_time_fails_clearly_or_as_busy(lm, default_settings):
     busy = _model(default_settings, lm.base_url).stream(LONG, max_new_tokens=1000)
     next(busy)  # the server is taken, and takes no other request until this one ends
     try:
         with pytest.raises(ModelServerError, match=r"sent nothing for 1 s \(llm.timeout_s\)"):
             list(_model(default_settings, lm.base_url, timeout_s=1.0, retries=0).stream(SHORT, max_new_tokens=8))
+        with pytest.raises(ModelBusyError, match=r"began no answer within llm.max_wait_s=1 s"):  # the chat then quotes at once
+            list(_model(default_settings, lm.base_url, timeout_s=60, max_wait_s=1.0).stream(SHORT, max_new_tokens=8))
     finally:
         busy.close()
 

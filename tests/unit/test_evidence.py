@@ -59,3 +59,22 @@ def test_sentences_that_differ_in_a_figure_or_a_condition_are_not_repeats():
     assert repeats(content_units("Yes, opened items can be returned within 14 days."), content_units("Opened items can be returned within 14 days of delivery."))
     assert not repeats(content_units("Opened items can be returned within 14 days."), content_units("Opened items can be returned within 30 days."))
     assert not repeats(content_units("未拆封商品可在 30 天内退货。"), content_units("已拆封商品可在 14 天内退货。"))
+
+
+def test_a_sentence_about_the_other_case_goes_after_the_customers_case():
+    """"I never opened it": the opened items' fee is nearer the question's words than the unopened
+    items' rule, and would be quoted first."""
+    import numpy as np
+
+    from chatbot.checks import opened_case
+
+    embedder = FakeEmbeddings()
+    hits = [Hit(Document(page_content="Returns\nA restocking fee of 15% applies to opened items. Unopened items have no restocking fee.",
+                         metadata={"title": "Returns"}), 0.9, 0)]
+    question = "restocking fee opened items"  # the fake embedder's words: near the first sentence
+    vector = np.asarray(embedder.embed_query(question))
+    assert select(embedder, vector, hits, "en", limit=1)[0].text.startswith("A restocking fee")
+    customer = "I never opened the kettle. Will you take a restocking fee?"
+    assert opened_case(customer) == "unopened" and opened_case("拆开摆了二十天还能退吗？") == "opened" and opened_case("How long is delivery?") is None
+    chosen = select(embedder, vector, hits, "en", limit=2, question=customer)
+    assert [e.text for e in chosen] == ["Unopened items have no restocking fee.", "A restocking fee of 15% applies to opened items."]

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from chatbot.config import LLMSettings
-from chatbot.errors import ModelServerError
+from chatbot.errors import ModelBusyError, ModelServerError
 from chatbot.openai_backend import OpenAIChatModel
 from tests.fake_openai import FakeOpenAIServer
 
@@ -26,6 +26,18 @@ def test_the_reply_streams_in_pieces_with_the_request_as_sent(monkeypatch):
     sent = server.requests[0]
     assert sent["model"] == "qwen2.5-7b" and sent["messages"] == MESSAGES and sent["stream"] is True
     assert sent["max_tokens"] == 50 and sent["authorization"] == "Bearer sk-test"
+
+
+def test_the_verdict_grammar_goes_in_the_field_the_server_takes():
+    from chatbot.llm import opening_gbnf
+
+    starts = ("Yes, ", "No, ", "Not stated.")
+    with FakeOpenAIServer() as server:
+        list(_model(server.base_url).stream(MESSAGES, starts=starts))
+        list(_model(server.base_url, grammar_field="grammar").stream(MESSAGES, starts=starts))
+        list(_model(server.base_url, grammar_field="grammar").stream(MESSAGES))  # not a yes/no question
+    assert ["grammar" in r for r in server.requests] == [False, True, False]
+    assert server.requests[1]["grammar"] == opening_gbnf(starts)
 
 
 def test_an_overloaded_server_is_retried_with_back_off():
@@ -53,6 +65,17 @@ def test_a_server_that_is_down_fails_clearly():
         port = s.getsockname()[1]  # nothing listens here once the socket closes
     with pytest.raises(ModelServerError, match=f"LM server at http://127.0.0.1:{port}/v1 is not answering after 2 tries.*start it, or check llm.base_url"):
         list(_model(f"http://127.0.0.1:{port}/v1", retries=1).stream(MESSAGES))
+
+
+def test_a_server_slow_to_its_first_token_is_given_up_as_busy_after_max_wait_s():
+    import time
+
+    with FakeOpenAIServer(first_token_s=3.0) as server:
+        started = time.perf_counter()
+        with pytest.raises(ModelBusyError, match=r"began no answer within llm.max_wait_s=0.5 s"):
+            list(_model(server.base_url, max_wait_s=0.5, timeout_s=60, retries=2).stream(MESSAGES))
+        assert time.perf_counter() - started < 2.5 and len(server.requests) == 1  # at once, and not retried
+        assert "".join(_model(server.base_url, max_wait_s=5, timeout_s=60).stream(MESSAGES)).startswith("Standard delivery")
 
 
 def test_token_counts_are_estimated_without_a_tokenizer():
