@@ -5,9 +5,9 @@
 Starts `python -m llama_cpp.server` on a free local port with the packaged GGUF (the same weights
 and threads as the in-process default), points `llm.backend: openai` at it, runs `chatbot eval
 --answers` through the live dialogue manager, and prints the report's figures as one JSON line.
-The server gets the verdict grammar of a yes/no answer in the request's `grammar` field
-(`llm.grammar_field`), as the in-process backend uses it; `--no-grammar` leaves it out, as for a
-server that takes none, where the instruction alone asks for the verdict. Not a test: the backend table in docs/quality.md.
+The server gets the prompt without the verdict grammar of a yes/no answer, so the instruction
+alone asks for the verdict; `--grammar` sends it in the request's `grammar` field
+(`llm.grammar_field`), which this server honours but decodes about 10x slower (docs/quality.md). Not a test: the backend table in docs/quality.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="packaged:qwen2.5-coder-0.5b")
     parser.add_argument("--answers", type=Path, default=HERE / "answers.jsonl")
-    parser.add_argument("--no-grammar", action="store_true", help="send no verdict grammar (llm.grammar_field empty), as to a server that takes none")
+    parser.add_argument("--grammar", action="store_true", help="send the verdict grammar (llm.grammar_field: grammar); slow on this server: docs/quality.md")
     parser.add_argument("--out", type=Path, help="also write the whole report (with the wrong answers) here")
     args = parser.parse_args()
     settings = load_settings()
@@ -40,7 +40,7 @@ def main() -> None:
     threads = settings.llm.threads or os.cpu_count() or 1
     with llama_server(path, args.model, threads, settings.llm.context_tokens) as server:
         overrides = {"llm.backend": "openai", "llm.base_url": server.base_url, "llm.model": args.model}
-        served = load_settings(overrides=overrides | ({} if args.no_grammar else {"llm.grammar_field": "grammar"}))
+        served = load_settings(overrides=overrides | ({"llm.grammar_field": "grammar"} if args.grammar else {}))
         report = run_answer_eval(served, args.answers, progress=False)
     if args.out:
         args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")

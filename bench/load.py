@@ -97,7 +97,7 @@ def _shared_engines(engines: contextlib.ExitStack, env: dict) -> dict:
     lm = engines.enter_context(llama_server(gguf, "kefu-lm", settings.llm.threads or os.cpu_count() or 1, settings.llm.context_tokens))
     return {"CHATBOT_DATABASE_URL": engines.enter_context(postgres_server()), "CHATBOT_SECURITY_LIMITS_STORAGE": engines.enter_context(redis_server()),
             "CHATBOT_SECURITY_SECRET_KEY": secrets.token_urlsafe(32), "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
-            "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_LLM_GRAMMAR_FIELD": "grammar"}
+            "CHATBOT_LLM_MODEL": "kefu-lm"}
 
 
 async def _run(url: str, site_key: str, users: int, seconds: float, think: tuple[float, float]) -> list[dict]:

@@ -87,8 +87,9 @@ class RateLimiter:
     """At most `per_minute` events per key in any 60-second window (a moving window), counted by
     the `limits` library in `storage`: `memory://` counts in this process; `redis://host:port/db`
     counts in Redis, atomically, so that every replica of the server shares the count. `name`
-    keeps limiters apart in a shared store. Where the store cannot be reached, the event is let
-    through and the failure logged: a Redis outage must not refuse every customer."""
+    keeps limiters apart in a shared store; a key (a client address, a visitor) is stored only as a
+    hash of it. Where the store cannot be reached, the event is let through and the failure
+    logged: a Redis outage must not refuse every customer."""
 
     def __init__(self, per_minute: int, storage: str = "memory://", name: str = "events") -> None:
         from limits import RateLimitItemPerMinute
@@ -105,10 +106,11 @@ class RateLimiter:
         """0 when the event is allowed (and counted), else the seconds to wait."""
         from limits.errors import StorageError
 
+        hashed = hashlib.sha256(key.encode()).hexdigest()[:32]
         try:
-            if self._limiter.hit(self._item, self.name, key):
+            if self._limiter.hit(self._item, self.name, hashed):
                 return 0.0
-            reset = self._limiter.get_window_stats(self._item, self.name, key).reset_time
+            reset = self._limiter.get_window_stats(self._item, self.name, hashed).reset_time
         except StorageError as e:
             log.warning("rate limit %s not counted: its store failed (%s); check security.limits_storage", self.name, type(e.__cause__ or e).__name__)
             return 0.0

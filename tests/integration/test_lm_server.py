@@ -42,7 +42,9 @@ def _model(settings, base_url: str, **llm) -> OpenAIChatModel:
 def test_an_answer_streams_from_the_server_through_the_dialogue_manager(lm, default_settings):
     from chatbot.runtime import build_dialogue_manager
 
-    settings = default_settings.model_copy(update={"llm": default_settings.llm.model_copy(update={"backend": "openai", "base_url": lm.base_url, "model": ALIAS})})
+    # The busy limit (llm.max_wait_s) is the next tests' subject: here a cold server's first answer may take longer.
+    llm = {"backend": "openai", "base_url": lm.base_url, "model": ALIAS, "max_wait_s": 120.0, "timeout_s": 120.0}
+    settings = default_settings.model_copy(update={"llm": default_settings.llm.model_copy(update=llm)})
     manager = build_dialogue_manager(settings)
     assert manager.model.name == f"openai/{ALIAS}"
     reply = manager.respond("My kettle arrived this morning with a cracked lid. How long do I have to report it?")

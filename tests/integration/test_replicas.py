@@ -53,7 +53,7 @@ def cluster(tmp_path_factory):
           llama_server(gguf, "kefu-lm", 1, settings.llm.context_tokens) as lm):
         env = {"CHATBOT_DATABASE_URL": database, "CHATBOT_SECURITY_SECRET_KEY": SECRET, "CHATBOT_SECURITY_LIMITS_STORAGE": redis_url,
                "CHATBOT_SECURITY_VISITOR_PER_MINUTE": "5", "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
-               "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_LLM_GRAMMAR_FIELD": "grammar", "CHATBOT_KB_RELOAD_INTERVAL_S": "1"}
+               "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_KB_RELOAD_INTERVAL_S": "1"}
         # Both replicas start together on a new data dir and a new database: one builds the index
         # and the store's tables, the other waits for them and uses them.
         a, url_a = start_server(data_dir, tmp / "a.log", env, wait=False)

@@ -55,3 +55,7 @@ def test_concurrent_messages_are_counted_atomically(redis_url):
         waits = list(pool.map(lambda n: replicas[n % 2].check("visitor-1"), range(20)))
     assert sum(1 for w in waits if w == 0) == 10
     assert all(0 < w <= 60 for w in waits if w)
+    import redis
+
+    keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("*")]
+    assert keys and not any("visitor-1" in k for k in keys)  # the visitor is stored only as a hash
