@@ -78,12 +78,13 @@ _ZH_CONDITIONS = ("仅", "只有", "只能", "除非", "除了", "未拆封", "�
 _EN_YES_NO = re.compile(r"^\W*(?:(?:and|so|ok|okay|also|then|but|great|thanks|thank you)\W+)*(?:can|could|is|isn't|are|aren't|do|does|doesn't|did|will|would|should|may|might|has|have|was|were|am|shall|must)\b", re.IGNORECASE)
 _ZH_YES_NO = re.compile(r"吗\s*[？?。]?\s*$|能不能|可不可以|是不是|有没有|会不会|要不要|可否|能否|是否")
 # The verdict an answer may open with (`content_units` leaves it out: an answer of these alone says nothing).
-_VERDICT = re.compile(r"^(?:\s*(?:yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好)(?![a-z])[\s,，.。!！;；:：]*)+", re.IGNORECASE)
+_VERDICT_WORDS = "yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好"
+_VERDICT = re.compile(rf"^(?:\s*(?:{_VERDICT_WORDS})(?![a-z])[\s,，.。!！;；:：]*)+", re.IGNORECASE)
 # Where a sentence ends: ?, !, 。, ！, ？ or a full stop before a space (not "U.S." or "2.5 m").
 _CLAUSE_END = re.compile(r"(?<=[?!。！？])\s*|(?<=\.)\s+")
 _YES = re.compile(r"^\s*(?:yes\b|是|可以|能|有的|对)", re.IGNORECASE)
 # A verdict standing as a word of its own (before a comma or a stop), and which way it goes.
-_WHOLE_VERDICT = re.compile(r"(?<![a-z])(yes|no|not|是的|是|否|对|能|可以|不可以|不能|不是|没有|有的|好的|好)(?=\s*[,，.。!！;；])", re.IGNORECASE)
+_WHOLE_VERDICT = re.compile(rf"(?<![a-z])({_VERDICT_WORDS})(?=\s*[,，.。!！;；])", re.IGNORECASE)
 _NO_VERDICTS = {"no", "not", "否", "不可以", "不能", "不是", "没有"}
 
 

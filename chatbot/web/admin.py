@@ -439,7 +439,12 @@ def build_gaps_tab(staff: Staff, ui: gr.Blocks, watcher: IndexWatcher) -> dict[s
     def drafts_table(request: gr.Request):
         staff.need(request, "read")
         def origin(d) -> str:
-            made = "the person's replies" if d.cites else ("the entry's answer: needs a source" if d.near_entry else "the LM: needs a source") if d.needs_source else ""
+            if d.cites:
+                made = "the person's replies"
+            elif d.needs_source:
+                made = "the entry's answer: needs a source" if d.near_entry else "the LM: needs a source"
+            else:
+                made = ""
             return f"{made}; edits an existing entry" if d.near_entry else made
 
         return [[d.id, d.topic_id, d.status, d.question, d.answer, origin(d), d.reviewer, d.reason] for d in store.gap_drafts()]

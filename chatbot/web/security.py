@@ -9,6 +9,7 @@ only for its site key, until it expires, and only when unaltered.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -83,6 +84,22 @@ class Tokens:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
 
+def _limits_storage(uri: str):
+    """The `limits` store at `uri`: in memory, each limiter's own (as each app's, in tests); a
+    server's one connection pool, shared by every limiter of the process (kept apart by name)."""
+    from limits.storage import storage_from_string
+
+    return storage_from_string(uri, wrap_exceptions=True) if uri.startswith("memory://") else _shared_storage(uri)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_storage(uri: str):
+    from limits.storage import storage_from_string
+
+    # A store that does not answer within a second is passed over rather than kept waiting on.
+    return storage_from_string(uri, wrap_exceptions=True, socket_connect_timeout=1, socket_timeout=1)
+
+
 class RateLimiter:
     """At most `per_minute` events per key in any 60-second window (a moving window), counted by
     the `limits` library in `storage`: `memory://` counts in this process; `redis://host:port/db`
@@ -93,14 +110,11 @@ class RateLimiter:
 
     def __init__(self, per_minute: int, storage: str = "memory://", name: str = "events") -> None:
         from limits import RateLimitItemPerMinute
-        from limits.storage import storage_from_string
         from limits.strategies import MovingWindowRateLimiter
 
         self.per_minute, self.name = per_minute, name
         self._item = RateLimitItemPerMinute(per_minute)
-        # A store that does not answer within a second is passed over rather than kept waiting on.
-        options = {} if storage.startswith("memory://") else {"socket_connect_timeout": 1, "socket_timeout": 1}
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage, wrap_exceptions=True, **options))
+        self._limiter = MovingWindowRateLimiter(_limits_storage(storage))
 
     def check(self, key: str) -> float:
         """0 when the event is allowed (and counted), else the seconds to wait."""
