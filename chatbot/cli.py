@@ -234,11 +234,9 @@ def _kb_add(settings: Settings, args: argparse.Namespace) -> int:
 
 def _kb_list(settings: Settings, args: argparse.Namespace) -> int:
     from chatbot.evaluation import calibration_lines
-    from chatbot.index import live_manifest
     from chatbot.kb import chunks_label
 
-    _knowledge_base(settings)
-    manifest = live_manifest(settings.index_dir) or {}
+    manifest = _knowledge_base(settings).versions.manifest() or {}
     docs = manifest.get("documents", [])
     if args.json:
         print(json.dumps(docs, ensure_ascii=False))
@@ -294,7 +292,7 @@ def _kb_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     kb = _knowledge_base(settings, True)
     report = kb.rebuild(_progress_printer(True))
     index = report.index
-    print(f"rebuilt index {index.version}: {len(kb.documents(index))} documents, {len(index.chunks)} chunks with {index.manifest['embedder']} in {settings.index_dir}")
+    print(f"rebuilt index {index.version}: {len(kb.documents(index))} documents, {len(index.chunks)} chunks with {index.manifest['embedder']} in {kb.versions}")
     for error in report.refused + index.manifest.get("refused", []):
         print(f"refused: {error}")
     return 1 if report.refused or index.manifest.get("refused") else 0

@@ -148,6 +148,13 @@ class KnowledgeBaseSettings(_Section):
     reload_interval_s: float = Field(2.0, gt=0, le=3600)
 
 
+class IndexSettings(_Section):
+    # Where the knowledge's index versions and uploaded originals are kept: `faiss` (the embedded
+    # default: files under <data_dir>/index and <data_dir>/kb) or `pgvector` (PostgreSQL with the
+    # pgvector extension at `database.url`, shared by every replica: chatbot/index_store.py).
+    backend: Literal["faiss", "pgvector"] = "faiss"
+
+
 class AdminSettings(_Section):
     # The admin page (/admin) is off until a password is set; set it from the environment
     # (CHATBOT_ADMIN_PASSWORD), never in a file in the repository.
@@ -202,6 +209,7 @@ class Settings(_Section):
     dialogue: DialogueSettings = DialogueSettings()
     server: ServerSettings = ServerSettings()
     kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
+    index: IndexSettings = IndexSettings()
     admin: AdminSettings = AdminSettings()
     database: DatabaseSettings = DatabaseSettings()
     security: SecuritySettings = SecuritySettings()

@@ -108,9 +108,6 @@ class KnowledgeIndex:
         """Embed the chunks (unless their `vectors` are given), the FAQ questions (unless
         `question_vectors`, one row per FAQ chunk in order, are given) and the answers (unless
         `answer_vectors`, one row per chunk, are given: `embed_answers`), and index them."""
-        bm25s = _bm25s()
-        import faiss
-
         if not chunks:
             raise KnowledgeIndexError("the knowledge base is empty: add documents (`chatbot kb add FILE`) or files to the knowledge folder")
         if vectors is None:
@@ -124,13 +121,6 @@ class KnowledgeIndex:
         if answer_vectors is None:
             answer_vectors = embed_answers(chunks, embedder.embed_documents, passage_rows.shape[1])
         answer_rows = np.ascontiguousarray(answer_vectors, dtype=np.float32).reshape(passage_rows.shape)
-        passages = faiss.IndexFlatIP(passage_rows.shape[1])
-        passages.add(passage_rows)
-        question_index = faiss.IndexFlatIP(passage_rows.shape[1])
-        if faq_rows:
-            question_index.add(question_rows)
-        bm25 = bm25s.BM25()
-        bm25.index([tokenize(c.page_content) for c in chunks], show_progress=False)
         manifest = {
             "version": _version_name(),
             "embedder": embedder_name(embedder),
@@ -140,7 +130,24 @@ class KnowledgeIndex:
             "dims": int(passage_rows.shape[1]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        return cls(chunks, passages, question_index, bm25, manifest, answer_rows)
+        return cls.from_arrays(chunks, passage_rows, question_rows, answer_rows, manifest)
+
+    @classmethod
+    def from_arrays(cls, chunks: list[Document], vectors: np.ndarray, question_vectors: np.ndarray, answer_vectors: np.ndarray, manifest: dict) -> KnowledgeIndex:
+        """The index of stored rows (one vector and answer vector per chunk, one question vector per
+        FAQ chunk in order) under `manifest`: FAISS and BM25 built in memory (`index_store.py`)."""
+        bm25s = _bm25s()
+        import faiss
+
+        passage_rows = np.ascontiguousarray(vectors, dtype=np.float32)
+        passages = faiss.IndexFlatIP(passage_rows.shape[1])
+        passages.add(passage_rows)
+        question_index = faiss.IndexFlatIP(passage_rows.shape[1])
+        if len(question_vectors):
+            question_index.add(np.ascontiguousarray(question_vectors, dtype=np.float32))
+        bm25 = bm25s.BM25()
+        bm25.index([tokenize(c.page_content) for c in chunks], show_progress=False)
+        return cls(chunks, passages, question_index, bm25, manifest, np.ascontiguousarray(answer_vectors, dtype=np.float32))
 
     def new_version(self, changes: dict) -> KnowledgeIndex:
         """The same passages as a new version whose manifest has `changes` (a new calibration)."""

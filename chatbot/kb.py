@@ -2,12 +2,13 @@
 
 - A document's id comes from its content (`ingest.document_id`): adding the same file again
   changes nothing; a file with new content under a known name replaces that document's chunks.
-- Originals are kept content-addressed under `<data_dir>/kb/originals/`, so `rebuild` can re-chunk
+- Originals are kept content-addressed (`<data_dir>/kb/originals/`, or rows), so `rebuild` can re-chunk
   and re-embed everything (a new embedder or chunker makes `open` do it by itself).
 - The document catalogue lives in the index version's manifest, so documents and chunks change
-  together in one atomic swap (`index.py`). One writer at a time: an exclusive `flock` on
-  `<data_dir>/kb/lock`, released by the kernel if the writer dies. Only new chunks are embedded;
-  the rest keep their stored vectors.
+  together in one atomic swap. Versions, originals and the writer's lock are kept where
+  `index.backend` says (`index_store.py`: files under the data dir, or PostgreSQL with pgvector
+  for replicas); one writer at a time, its lock released if the writer dies. Only new chunks are
+  embedded; the rest keep their stored vectors.
 - The knowledge folder (`knowledge_dir`) seeds the base: `open` adds its new and changed files and
   removes documents whose file left the folder. A folder document an admin removed stays removed
   (its content id is remembered) until the file changes.
@@ -18,16 +19,13 @@ Setting `KEFU_CRASH_AT` to a step name kills the process there with SIGKILL: the
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -41,14 +39,8 @@ from chatbot.config import Settings
 from chatbot.embeddings import embed_queries, embedder_name
 from chatbot.errors import KnowledgeIndexError, UserError
 from chatbot.formats import SUFFIXES
-from chatbot.index import (
-    CHUNKER_VERSION,
-    KnowledgeIndex,
-    atomic_write,
-    current_version,
-    embed_answers,
-    live_manifest,
-)
+from chatbot.index import CHUNKER_VERSION, KnowledgeIndex, embed_answers
+from chatbot.index_store import open_versions
 from chatbot.ingest import IngestError, document_id, read_document
 
 log = logging.getLogger(__name__)
@@ -109,20 +101,19 @@ class KnowledgeBase:
     def __init__(self, settings: Settings, embedder: Embeddings) -> None:
         self.settings = settings
         self.embedder = embedder
-        self.index_dir = settings.index_dir
-        self.originals = settings.kb_dir / "originals"
+        self.versions = open_versions(settings)
         self.off_topic = settings.prompts_dir / OFF_TOPIC_FILE  # the calibration's off-topic probes
         self.max_bytes = int(settings.kb.max_file_mb * 2**20)
 
     # --- reading ---------------------------------------------------------------------------------
 
     def live(self) -> KnowledgeIndex:
-        """The live version (loaded from disk)."""
+        """The live version (loaded from where `index.backend` keeps it)."""
         for attempt in range(3):  # a writer may swap and clean up between reading CURRENT and loading
             try:
-                return KnowledgeIndex.load(self.index_dir)
+                return self.versions.load()
             except KnowledgeIndexError:
-                if attempt == 2 or current_version(self.index_dir) is None:
+                if attempt == 2 or self.versions.current() is None:
                     raise
                 time.sleep(0.2)
         raise AssertionError("unreachable")
@@ -130,27 +121,27 @@ class KnowledgeBase:
     def documents(self, index: KnowledgeIndex | None = None) -> list[dict]:
         """The catalogue: one entry per document (id, name, type, chunks, size, added, origin), of
         `index` or else of the live version (its manifest alone is read)."""
-        manifest = index.manifest if index is not None else live_manifest(self.index_dir) or {}
+        manifest = index.manifest if index is not None else self.versions.manifest() or {}
         return list(manifest.get("documents", []))
 
     # --- writing ---------------------------------------------------------------------------------
 
     def add(self, uploads: list[Upload], progress: Progress | None = None) -> Report:
         """Add files; a known content is unchanged, a known name with new content is replaced."""
-        with self._writing():
+        with self.versions.writing():
             return self._update(self._ready(progress), uploads, set(), progress)
 
     def try_change(self, uploads: list[Upload] = (), remove: tuple[str, ...] = (), progress: Progress | None = None) -> Report:
         """The version that adding `uploads` and removing `remove` (ids or names) would make,
         built and calibrated but not made live (`Report.index`; nothing of the live version
         changes): a shadow to replay questions on before publishing (`chatbot/replay.py`)."""
-        with self._writing():
+        with self.versions.writing():
             live = self._ready(progress)
             return self._update(live, list(uploads), self._chosen(live, remove), progress, publish=False)
 
     def remove(self, *doc_ids: str) -> Report:
         """Remove documents (by id, or by name) and all their chunks, in one new version."""
-        with self._writing():
+        with self.versions.writing():
             live = self._ready(None)
             chosen = self._chosen(live, doc_ids)
             if len(chosen) == len(self.documents(live) if live else []):
@@ -170,7 +161,7 @@ class KnowledgeBase:
 
     def rebuild(self, progress: Progress | None = None) -> Report:
         """Re-read every original and re-chunk and re-embed everything (a new embedder or chunker)."""
-        with self._writing():
+        with self.versions.writing():
             return self._rebuild(self._live_or_none(), progress)
 
     def open(self, knowledge_dir: Path | None = None, progress: Progress | None = None, on_sync: Callable[[Report], None] | None = None) -> KnowledgeIndex:
@@ -178,7 +169,7 @@ class KnowledgeBase:
         brought in line with the knowledge folder (`on_sync` gets the report of a change it made:
         the audit log's "kb-sync" row, `runtime.audit_folder_sync`)."""
         knowledge_dir = knowledge_dir or self.settings.knowledge_dir
-        with self._writing():
+        with self.versions.writing():
             live = self._ready(progress)
             uploads, gone = self._folder_changes(knowledge_dir, live)
             if live is None or uploads or gone:
@@ -198,22 +189,8 @@ class KnowledgeBase:
 
     # --- internals -------------------------------------------------------------------------------
 
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        self.settings.kb_dir.mkdir(parents=True, exist_ok=True)
-        with (self.settings.kb_dir / "lock").open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another knowledge-base update to finish")
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def _live_or_none(self) -> KnowledgeIndex | None:
-        if current_version(self.index_dir) is None:
+        if self.versions.current() is None:
             return None
         try:
             return self.live()
@@ -230,7 +207,7 @@ class KnowledgeBase:
         elif live is not None and needs_calibration(live.manifest, embedder_name(self.embedder), self.off_topic):
             log.info("calibrating the index version %s (it has no current calibration)", live.version)
             live = live.new_version({"calibration": self._calibrate(live)})
-            live.save(self.index_dir, checkpoint)
+            self.versions.save(live, checkpoint)
         return live
 
     def _calibrate(self, index: KnowledgeIndex) -> dict:
@@ -264,11 +241,11 @@ class KnowledgeBase:
     def _rebuild(self, live: KnowledgeIndex | None, progress: Progress | None) -> Report:
         uploads, missing = [], []
         for doc in self.documents(live) if live else []:
-            path = self.originals / doc["sha256"]
-            if path.is_file():
-                uploads.append(Upload(doc["name"], path.read_bytes(), doc.get("origin", "upload")))
+            data = self.versions.get_original(doc["sha256"])
+            if data is not None:
+                uploads.append(Upload(doc["name"], data, doc.get("origin", "upload")))
             else:
-                missing.append(f"{doc['name']}: its original is missing from {self.originals}; add the file again")
+                missing.append(f"{doc['name']}: its original is missing from {self.versions}; add the file again")
         removed = dict(live.manifest.get("removed") or {}) if live else {}
         report = self._update(None, uploads, set(), progress, tombstones=removed, added_at={d["id"]: d["added"] for d in self.documents(live)} if live else {})
         report.refused += missing
@@ -363,8 +340,8 @@ class KnowledgeBase:
             report.seconds = time.perf_counter() - started
             report_progress(1.0, f"index {index.version} is ready to try (not live)")
             return report
-        index.save(self.index_dir, checkpoint)
-        self._collect_originals(docs)
+        self.versions.save(index, checkpoint)
+        self.versions.collect_originals({d["sha256"] for d in docs.values()})
         report.seconds = time.perf_counter() - started
         report_progress(1.0, f"index {index.version} is live")
         log.info("knowledge base: version %s, %d documents, %d chunks (%d embedded) in %.1f s", index.version, len(docs), len(chunks), len(fresh), report.seconds)
@@ -380,9 +357,7 @@ class KnowledgeBase:
             )
         parsed, chunks = read_document(name, upload.data)
         sha = hashlib.sha256(upload.data).hexdigest()
-        original = self.originals / sha
-        if not original.is_file():  # content-addressed: a file already there is this content
-            atomic_write(original, upload.data)
+        self.versions.put_original(sha, upload.data)
         entry = {
             "id": document_id(upload.data), "name": name, "type": parsed.type, "title": parsed.title,
             "chunks": len(chunks), "size": len(upload.data), "sha256": sha, "origin": upload.origin,
@@ -417,22 +392,13 @@ class KnowledgeBase:
         for doc_id, entry in docs.items():
             if doc_id in new_chunks or present[doc_id] >= entry["chunks"]:
                 continue
-            _, chunks = read_document(entry["name"], (self.originals / entry["sha256"]).read_bytes())
+            original = self.versions.get_original(entry["sha256"])
+            if original is None:
+                log.warning("%s: its original is missing from %s; its edited FAQ entries stay out", entry["name"], self.versions)
+                continue
+            _, chunks = read_document(entry["name"], original)
             hidden += [c for c in chunks if c.metadata.get("id") not in ids]
         return hidden
-
-    def _collect_originals(self, docs: dict[str, dict]) -> None:
-        """Remove originals no document of the live or the kept previous version uses."""
-        used = {d["sha256"] for d in docs.values()}
-        for folder in (self.index_dir / "versions").iterdir():
-            try:
-                manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-                used |= {d["sha256"] for d in manifest.get("documents", [])}
-            except (OSError, ValueError):
-                continue
-        for path in self.originals.iterdir() if self.originals.is_dir() else []:
-            if path.name not in used and not path.name.startswith("."):
-                path.unlink(missing_ok=True)
 
 
 def replaced_questions(chunks: list[Document]) -> set[str]:

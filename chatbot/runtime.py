@@ -15,7 +15,6 @@ from chatbot.calibration import OFF_TOPIC_FILE
 from chatbot.config import Settings
 from chatbot.dialogue import DialogueManager
 from chatbot.embeddings import make_embeddings
-from chatbot.index import current_version
 from chatbot.kb import KnowledgeBase, Report
 from chatbot.llm import ChatModel, make_chat_model
 from chatbot.prompts import Prompts
@@ -91,11 +90,11 @@ class IndexWatcher:
 
     def refresh(self) -> bool:
         """Load the live version if the manager is not on it; whether it changed."""
-        version = current_version(self.kb.index_dir)
+        version = self.kb.versions.current()
         if version is None or version == self.manager.retriever.index.version:
             return False
         with self._loading:  # one loader; turns arriving meanwhile wait for it, then use the new version
-            if self.manager.retriever.index.version == current_version(self.kb.index_dir):
+            if self.manager.retriever.index.version == self.kb.versions.current():
                 return False
             index = self.kb.live()
             self.manager.use_index(index)

@@ -1,4 +1,6 @@
-"""A PostgreSQL server of its own in a temporary folder, for the tests that run the store on it.
+"""A PostgreSQL server of its own in a temporary folder, for the tests that run the store or the
+knowledge on it. Debian's PostgreSQL has no pgvector package, so a server with pgvector is the one
+the `pgserver` wheel bundles (PostgreSQL 16 with pgvector 0.6.2; the test extra installs it).
 PostgreSQL refuses to run as root, so as root it runs as the `postgres` user (Debian's packages
 make it)."""
 
@@ -16,7 +18,13 @@ from pathlib import Path
 from tests.lm_server import free_port
 
 
-def _tool(name: str) -> str:
+def _tool(name: str, pgvector: bool = False) -> str:
+    if pgvector:
+        try:
+            import pgserver
+        except ImportError as e:
+            raise RuntimeError("PostgreSQL with pgvector comes from the pgserver wheel: `make test` installs it (pip install -e '.[test]')") from e
+        return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if not found:
         raise RuntimeError(f"PostgreSQL's {name} is missing: `make test` installs Debian's postgresql package")
@@ -24,9 +32,10 @@ def _tool(name: str) -> str:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a new cluster on a free local port; yields its SQLAlchemy URL; stops and removes it."""
-    initdb, pg_ctl = _tool("initdb"), _tool("pg_ctl")
+def postgres_server(pgvector: bool = False) -> Iterator[str]:
+    """Start a new cluster on a free local port (with the pgvector extension available when asked);
+    yields its SQLAlchemy URL; stops and removes it."""
+    initdb, pg_ctl = _tool("initdb", pgvector), _tool("pg_ctl", pgvector)
     folder = Path(tempfile.mkdtemp(prefix="kefu-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:

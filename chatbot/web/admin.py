@@ -25,7 +25,6 @@ import gradio as gr
 
 from chatbot.errors import ChatbotError
 from chatbot.evaluation import calibration_lines
-from chatbot.index import live_manifest
 from chatbot.kb import KnowledgeBase, Report, Upload, chunks_label
 from chatbot.runtime import IndexWatcher
 from chatbot.privacy import mask_address
@@ -72,7 +71,7 @@ COLUMNS = ["id", "name", "type", "chunks", "size", "added", "status"]
 def document_rows(kb: KnowledgeBase) -> tuple[list[list], str]:
     """The table rows (documents, then files the knowledge folder could not give) and a summary,
     from the live version's manifest (FAISS and BM25 are not loaded for this)."""
-    manifest = live_manifest(kb.index_dir) or {}
+    manifest = kb.versions.manifest() or {}
     docs = manifest.get("documents", [])
     rows = [[d["id"], d["name"], d["type"], d["chunks"], _size(d["size"]), d["added"][:16].replace("T", " "), f"indexed ({d['origin']})"] for d in docs]
     rows += [["", error.split(": ", 1)[0], "", 0, "", "", "refused: " + error.split(": ", 1)[-1]] for error in manifest.get("refused", [])]

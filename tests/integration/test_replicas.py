@@ -1,7 +1,8 @@
 """Two `chatbot serve` replicas behind nginx on one port (deploy/nginx.conf, its ports replaced),
-sharing the store on PostgreSQL, one data dir (the knowledge's versions), Redis for the rate
-limits, and the LM on llama.cpp's own OpenAI-compatible server. Started together on a new data dir; then
-the API's guarantees are checked through nginx and on each replica."""
+each with a data dir of its own (two machines), sharing PostgreSQL with pgvector (the store, and the
+knowledge's versions and originals: `index.backend: pgvector`), Redis for the rate limits, and the
+LM on llama.cpp's own OpenAI-compatible server. Started together on a new database; then the API's
+guarantees are checked through nginx and on each replica."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from chatbot.config import load_settings
@@ -39,30 +41,30 @@ class Cluster:
     a: str
     b: str
     replica_a: subprocess.Popen
-    data_dir: Path
+    data_dir_a: Path
+    env: dict
     site_key: str
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replicas")
-    data_dir = tmp / "data"
     settings = load_settings("default", environ=clean_env())
     gguf = resolve_gguf(settings.llm.model, settings.model_cache_dir)
-    with (redis_server() as redis_url, postgres_server() as database,
+    with (redis_server() as redis_url, postgres_server(pgvector=True) as database,
           llama_server(gguf, "kefu-lm", 1, settings.llm.context_tokens) as lm):
         env = {"CHATBOT_DATABASE_URL": database, "CHATBOT_SECURITY_SECRET_KEY": SECRET, "CHATBOT_SECURITY_LIMITS_STORAGE": redis_url,
                "CHATBOT_SECURITY_VISITOR_PER_MINUTE": "5", "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
-               "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_KB_RELOAD_INTERVAL_S": "1"}
-        # Both replicas start together on a new data dir and a new database: one builds the index
-        # and the store's tables, the other waits for them and uses them.
-        a, url_a = start_server(data_dir, tmp / "a.log", env, wait=False)
-        b, url_b = start_server(data_dir, tmp / "b.log", env, wait=False)
+               "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_KB_RELOAD_INTERVAL_S": "1", "CHATBOT_INDEX_BACKEND": "pgvector"}
+        # Both replicas start together on a new database: one builds the index and the store's
+        # tables, the other waits for them and uses them.
+        a, url_a = start_server(tmp / "a", tmp / "a.log", env, wait=False)
+        b, url_b = start_server(tmp / "b", tmp / "b.log", env, wait=False)
         try:
             wait_healthy(a, url_a, tmp / "a.log")
             wait_healthy(b, url_b, tmp / "b.log")
             with nginx_server([url_a, url_b]) as url:
-                yield Cluster(url, url_a, url_b, a, data_dir, Store(database).create_site_key("Shop", [SHOP]).key)
+                yield Cluster(url, url_a, url_b, a, tmp / "a", env, Store(database).create_site_key("Shop", [SHOP]).key)
         finally:
             stop(a)
             stop(b)
@@ -96,11 +98,13 @@ def _ask(url: str, conversation: str, headers: dict, question: str, timeout: flo
     return 200, events
 
 
-def test_both_replicas_started_together_on_one_new_data_dir(cluster):
+def test_both_replicas_started_together_on_one_new_database(cluster):
     for url in (cluster.a, cluster.b):
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
-    versions = [p.name for p in (cluster.data_dir / "index" / "versions").iterdir() if not p.name.startswith(".")]
-    assert len(versions) == 1, versions  # the knowledge was built once, not once per replica
+    with psycopg.connect(cluster.env["CHATBOT_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")) as conn:
+        versions = conn.execute("SELECT count(*) FROM kb_versions").fetchone()[0]
+    assert versions == 1  # the knowledge was built once, not once per replica
+    assert not (cluster.data_dir_a / "index").exists()  # and not on a replica's disk
 
 
 def test_the_answer_streams_token_by_token_through_nginx(cluster):
@@ -137,16 +141,16 @@ def test_a_conversation_started_on_one_replica_goes_on_on_the_other(cluster):
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"] and history[0]["content"] == FAQ
 
 
-def test_a_document_added_beside_the_replicas_is_cited_by_both_until_removed(cluster, tmp_path):
+def test_a_document_added_through_one_replica_is_cited_by_both_until_removed(cluster, tmp_path):
     document = tmp_path / "gift-wrapping.md"
     document.write_text("# Gift wrapping\n\nLumen & Leaf wraps any order in recycled kraft paper for USD 3.50 per parcel.\n")
     question = "Do you offer gift wrapping, and what does it cost?"
-    assert run_cli("kb", "add", str(document), data_dir=cluster.data_dir).returncode == 0
+    assert run_cli("kb", "add", str(document), data_dir=cluster.data_dir_a, env=cluster.env).returncode == 0  # on A's machine
     for url in (cluster.b, cluster.a):  # each replica's next turn, without a restart
         headers = _session(url, cluster.site_key)
         _, events = _ask(url, _conversation(url, headers), headers, question)
         assert any(s["source"] == "gift-wrapping.md" for s in events[-1][2]["sources"]), events[-1]
-    assert run_cli("kb", "remove", "gift-wrapping.md", data_dir=cluster.data_dir).returncode == 0
+    assert run_cli("kb", "remove", "gift-wrapping.md", data_dir=cluster.data_dir_a, env=cluster.env).returncode == 0
     for url in (cluster.a, cluster.b, cluster.url, cluster.url):
         headers = _session(url, cluster.site_key)
         _, events = _ask(url, _conversation(url, headers), headers, question)
