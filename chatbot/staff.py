@@ -15,11 +15,15 @@ out; `chatbot user add` makes the named accounts.
 Signing in is throttled per account and per client address: after `FREE_TRIES` failures in a row,
 each further failure locks that account (or address) out for twice as long as the one before, from
 `FIRST_LOCK_S` up to `LONGEST_LOCK_S`. A success clears the account's count and the address's.
+The counts live in this process (`LoginGuard`), or in Redis where `security.limits_storage` names it
+(`SharedLoginGuard`), so that replicas behind a load balancer lock out together.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +32,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chatbot.errors import UserError
+
+log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "agent", "admin", "owner")  # each has every permission of those before it
 PERMISSIONS = {
@@ -134,3 +140,68 @@ class LoginGuard:
         with self._lock:
             for key in keys:
                 self._failures.pop(key, None)
+
+
+# One failure, atomically: count it; from the FREE_TRIES-th on, lock out for twice the last lock-out
+# (FIRST_LOCK_S first, LONGEST_LOCK_S at most), timed by the Redis server's own clock.
+_FAILED = """
+local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+if count >= tonumber(ARGV[1]) then
+  local lock = tonumber(redis.call('HGET', KEYS[1], 'lock_s') or '0')
+  if lock == 0 then lock = tonumber(ARGV[2]) else lock = math.min(tonumber(ARGV[3]), lock * 2) end
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'lock_s', lock, 'locked_until', tostring(now[1] + now[2] / 1e6 + lock))
+end
+redis.call('EXPIRE', KEYS[1], math.floor(2 * tonumber(ARGV[3])))
+return count
+"""
+
+
+class SharedLoginGuard:
+    """`LoginGuard`'s counts in Redis (`redis://host:port/db`), shared by every replica; a key (an
+    account, an address) is stored only as a hash of it. Where Redis cannot be reached, this
+    process's own `LoginGuard` counts instead, and the failure is logged."""
+
+    def __init__(self, uri: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(uri, socket_connect_timeout=1, socket_timeout=1)
+        self._failed = self._redis.register_script(_FAILED)
+        self._local = LoginGuard()
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return "kefu:sign-in:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def _shared(self, what: str, run, fallback):
+        import redis
+
+        try:
+            return run()
+        except redis.RedisError as e:
+            log.warning("sign-in lock-outs counted in this process only: %s in Redis failed (%s); check security.limits_storage", what, type(e).__name__)
+            return fallback()
+
+    def wait(self, *keys: str) -> float:
+        def shared() -> float:
+            seconds, micros = self._redis.time()
+            until = [float(v) for k in keys if (v := self._redis.hget(self._key(k), "locked_until"))]
+            return max([0.0] + [u - (seconds + micros / 1e6) for u in until])
+
+        return max(self._shared("reading", shared, lambda: 0.0), self._local.wait(*keys))
+
+    def failed(self, *keys: str) -> None:
+        def shared() -> None:
+            for key in keys:
+                self._failed(keys=[self._key(key)], args=[FREE_TRIES, FIRST_LOCK_S, LONGEST_LOCK_S])
+
+        self._shared("counting", shared, lambda: self._local.failed(*keys))
+
+    def succeeded(self, *keys: str) -> None:
+        self._shared("clearing", lambda: self._redis.delete(*[self._key(k) for k in keys]), lambda: None)
+        self._local.succeeded(*keys)
+
+
+def login_guard(limits_storage: str) -> LoginGuard | SharedLoginGuard:
+    """The sign-in guard for `security.limits_storage`: in this process for `memory://`, else in Redis."""
+    return LoginGuard() if limits_storage.startswith("memory://") else SharedLoginGuard(limits_storage)

@@ -21,7 +21,7 @@ from chatbot.runtime import IndexWatcher
 from chatbot.store import Store, database_url
 from chatbot.web.api import add_api
 from chatbot.web.chat_ui import build_chat_ui
-from chatbot.staff import Accounts, LoginGuard
+from chatbot.staff import Accounts, login_guard
 from chatbot.web.security import BodyLimit, SignInGuard, Tokens, load_secret
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
             # Gradio refuses far larger files itself; those just over the limit get Kefu's own message.
             limit = int(2 * settings.kb.max_file_mb * 2**20)
             gr.mount_gradio_app(app, admin, path="/admin", auth=accounts.verify, max_file_size=limit, footer_links=[])
-            app.add_middleware(SignInGuard, path="/admin/login", guard=LoginGuard(), audit=lambda who, action, address: store.audit(who, action, "admin page", address))
+            app.add_middleware(SignInGuard, path="/admin/login", guard=login_guard(settings.security.limits_storage), audit=lambda who, action, address: store.audit(who, action, "admin page", address))
         else:
 
             @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)

@@ -1,6 +1,7 @@
-"""Rate limits shared by replicas through a real Redis server (`security.limits_storage`): two API
-apps, as two replicas behind a load balancer would be, count one visitor's messages together, and
-concurrent messages are counted atomically."""
+"""Rate limits and sign-in lock-outs shared by replicas through a real Redis server
+(`security.limits_storage`): two API apps, as two replicas behind a load balancer would be, count one
+visitor's messages together, concurrent messages are counted atomically, and a lock-out earned on
+one replica holds on the other."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from chatbot.embeddings import FakeEmbeddings
 from chatbot.kb import KnowledgeBase
 from chatbot.llm import FakeChatModel
 from chatbot.runtime import IndexWatcher, build_dialogue_manager
+from chatbot.staff import FIRST_LOCK_S, FREE_TRIES, SharedLoginGuard
 from chatbot.store import Store, database_url
 from chatbot.web.app import create_app
 from chatbot.web.security import RateLimiter
 from tests.engines import redis_server
+from tests.lm_server import free_port
 
 SHOP = "https://shop.example.com"
 
@@ -59,3 +62,31 @@ def test_concurrent_messages_are_counted_atomically(redis_url):
 
     keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("*")]
     assert keys and not any("visitor-1" in k for k in keys)  # the visitor is stored only as a hash
+
+
+def test_sign_in_lock_outs_hold_across_replicas_and_double(redis_url):
+    a, b = SharedLoginGuard(redis_url), SharedLoginGuard(redis_url)  # two replicas' guards
+    keys = ("account:owner", "address:203.0.113.9")
+    for n in range(FREE_TRIES - 1):
+        (a if n % 2 else b).failed(*keys)
+    assert a.wait(*keys) == b.wait(*keys) == 0.0  # four failures: no lock-out yet
+    a.failed(*keys)
+    assert FIRST_LOCK_S - 2 < b.wait(*keys) <= FIRST_LOCK_S  # the fifth, on A, locks B out too
+    b.failed(*keys)
+    assert 2 * FIRST_LOCK_S - 2 < a.wait(*keys) <= 2 * FIRST_LOCK_S  # each further failure doubles it
+    b.succeeded(*keys)
+    assert a.wait(*keys) == 0.0
+    import redis
+
+    stored = [k.decode() for k in redis.Redis.from_url(redis_url).keys("kefu:sign-in:*")]
+    assert not stored  # cleared; and no account name or address is ever a key:
+    a.failed(*keys)
+    assert all("owner" not in k and "203.0.113" not in k for k in (k.decode() for k in redis.Redis.from_url(redis_url).keys("*")))
+
+
+def test_sign_in_lock_outs_fall_back_to_this_process_when_redis_is_down(caplog):
+    guard = SharedLoginGuard(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    for _ in range(FREE_TRIES):
+        guard.failed("account:owner")
+    assert guard.wait("account:owner") > 0  # still locked out, by this process's own count
+    assert "counted in this process only" in caplog.text
