@@ -131,6 +131,26 @@ def test_a_visitors_limit_holds_across_both_replicas(cluster):
     assert sorted(codes) == [200] * 5 + [429] * 15
 
 
+def test_twenty_messages_at_once_under_a_limit_of_ten_let_exactly_ten_through(cluster, tmp_path):
+    # Two more replicas on the same database, Redis and LM server, with a visitor's limit of 10,
+    # behind an nginx of their own (a limit of another size is counted apart: `limits` keys it).
+    env = cluster.env | {"CHATBOT_SECURITY_VISITOR_PER_MINUTE": "10"}
+    c, url_c = start_server(tmp_path / "c", tmp_path / "c.log", env, wait=False)
+    d, url_d = start_server(tmp_path / "d", tmp_path / "d.log", env, wait=False)
+    try:
+        wait_healthy(c, url_c, tmp_path / "c.log")
+        wait_healthy(d, url_d, tmp_path / "d.log")
+        with nginx_server([url_c, url_d]) as url:
+            headers = _session(url, cluster.site_key)
+            conversation = _conversation(url, headers)
+            with ThreadPoolExecutor(20) as pool:
+                codes = list(pool.map(lambda _: _ask(url, conversation, headers, FAQ)[0], range(20)))
+        assert sorted(codes) == [200] * 10 + [429] * 10
+    finally:
+        stop(c)
+        stop(d)
+
+
 def test_a_conversation_started_on_one_replica_goes_on_on_the_other(cluster):
     headers = _session(cluster.a, cluster.site_key)
     conversation = _conversation(cluster.a, headers)
