@@ -168,6 +168,15 @@ class AuditHead(Base):
     rows: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class SigningSecret(Base):
+    """One row on a shared database: the key that signs visitor tokens when `security.secret_key` is
+    not set, made once by whichever replica comes first, so that every replica accepts every token."""
+
+    __tablename__ = "signing_secret"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
 GENESIS = "0" * 64
 
 
@@ -234,6 +243,14 @@ class Store:
             with self._session() as s:
                 if s.get(AuditHead, 1) is None:
                     s.add(AuditHead(id=1, rows=0))
+                if self.engine.dialect.name != "sqlite" and s.get(SigningSecret, 1) is None:
+                    s.add(SigningSecret(id=1, value=secrets.token_urlsafe(48)))
+
+    def signing_secret(self) -> str | None:
+        """The shared signing key of a server database (None on SQLite: the data dir keeps it)."""
+        with self._session() as s:
+            row = s.get(SigningSecret, 1)
+            return row.value if row else None
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

@@ -77,7 +77,7 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
     before_turn = watcher.refresh if watcher else lambda: None  # a removed document is never answered again
     # Added before the API's CORS handling, so it sits inside it: the 413 carries the CORS headers.
     app.add_middleware(BodyLimit, limit=settings.security.max_body_kb * 1024, hint=f": a message may have at most {settings.dialogue.max_message_chars} characters")
-    add_api(app, manager, store, Tokens(load_secret(settings.security.secret_key, settings.data_dir), settings.security.token_ttl_s), before_turn)
+    add_api(app, manager, store, Tokens(load_secret(settings.security.secret_key, settings.data_dir, store.signing_secret()), settings.security.token_ttl_s), before_turn)
 
     @app.get("/widget.js", include_in_schema=False)
     def widget() -> FileResponse:

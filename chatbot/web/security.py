@@ -34,10 +34,13 @@ class Visitor:
     expires: int
 
 
-def load_secret(configured: str, data_dir: Path) -> bytes:
-    """The signing secret: configured, else one generated once and kept in the data dir."""
+def load_secret(configured: str, data_dir: Path, shared: str | None = None) -> bytes:
+    """The signing secret: configured; else the shared database's (`Store.signing_secret`: every
+    replica the same); else one generated once and kept in the data dir (one machine, SQLite)."""
     if configured:
         return configured.encode()
+    if shared:
+        return shared.encode()
     path = data_dir / "secret_key"
     if not path.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)

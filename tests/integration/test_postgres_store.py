@@ -58,3 +58,12 @@ def test_the_same_conversations_give_the_same_figures_on_postgresql_as_on_sqlite
     on_sqlite = _workload(Store(f"sqlite:///{tmp_path / 'kefu.db'}"), now)
     assert sum(d["conversations"] for d in on_postgres["resolution"]["days"]) > 100 and on_postgres["topics"] and on_postgres["purged"]
     assert on_postgres == on_sqlite
+
+
+def test_every_replica_gets_the_one_signing_secret_the_database_keeps(pg_url, tmp_path):
+    from chatbot.web.security import load_secret
+
+    secrets = {load_secret("", tmp_path / name, Store(pg_url).signing_secret()) for name in ("a", "b", "c")}
+    assert len(secrets) == 1 and len(secrets.pop()) >= 48
+    assert not any(tmp_path.iterdir())  # none written to a replica's data dir
+    assert Store(f"sqlite:///{tmp_path / 'kefu.db'}").signing_secret() is None  # one machine: the data dir's file

@@ -6,6 +6,7 @@ guarantees are checked through nginx and on each replica."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.slow
 SHOP = "https://shop.example.com"
 FAQ = "How long does standard delivery take?"
 GENERATED = "My kettle arrived this morning with a cracked lid. How long do I have to report it?"
-SECRET = "one-secret-for-every-replica"
 
 
 @dataclass
@@ -53,21 +53,29 @@ def cluster(tmp_path_factory):
     gguf = resolve_gguf(settings.llm.model, settings.model_cache_dir)
     with (redis_server() as redis_url, postgres_server(pgvector=True) as database,
           llama_server(gguf, "kefu-lm", 1, settings.llm.context_tokens) as lm):
-        env = {"CHATBOT_DATABASE_URL": database, "CHATBOT_SECURITY_SECRET_KEY": SECRET, "CHATBOT_SECURITY_LIMITS_STORAGE": redis_url,
+        # No signing key is configured: the replicas share the one the database keeps.
+        env = {"CHATBOT_DATABASE_URL": database, "CHATBOT_SECURITY_LIMITS_STORAGE": redis_url,
                "CHATBOT_SECURITY_VISITOR_PER_MINUTE": "5", "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
                "CHATBOT_LLM_MODEL": "kefu-lm", "CHATBOT_KB_RELOAD_INTERVAL_S": "1", "CHATBOT_INDEX_BACKEND": "pgvector"}
         # Both replicas start together on a new database: one builds the index and the store's
         # tables, the other waits for them and uses them.
-        a, url_a = start_server(tmp / "a", tmp / "a.log", env, wait=False)
-        b, url_b = start_server(tmp / "b", tmp / "b.log", env, wait=False)
-        try:
-            wait_healthy(a, url_a, tmp / "a.log")
-            wait_healthy(b, url_b, tmp / "b.log")
-            with nginx_server([url_a, url_b]) as url:
-                yield Cluster(url, url_a, url_b, a, tmp / "a", env, Store(database).create_site_key("Shop", [SHOP]).key)
-        finally:
-            stop(a)
-            stop(b)
+        with replicas_behind_nginx(tmp, env, "a", "b") as (url, (a, url_a), (_, url_b)):
+            yield Cluster(url, url_a, url_b, a, tmp / "a", env, Store(database).create_site_key("Shop", [SHOP]).key)
+
+
+@contextlib.contextmanager
+def replicas_behind_nginx(tmp: Path, env: dict, *names: str):
+    """`chatbot serve` replicas started together, each on the data dir `tmp / name`, behind an nginx
+    of their own once all are healthy: (nginx's URL, (process, URL) of each); stopped after."""
+    started = [start_server(tmp / name, tmp / f"{name}.log", env, wait=False) for name in names]
+    try:
+        for name, (proc, url) in zip(names, started):
+            wait_healthy(proc, url, tmp / f"{name}.log")
+        with nginx_server([url for _, url in started]) as url:
+            yield url, *started
+    finally:
+        for proc, _ in started:
+            stop(proc)
 
 
 def _session(url: str, site_key: str) -> dict:
@@ -134,21 +142,12 @@ def test_a_visitors_limit_holds_across_both_replicas(cluster):
 def test_twenty_messages_at_once_under_a_limit_of_ten_let_exactly_ten_through(cluster, tmp_path):
     # Two more replicas on the same database, Redis and LM server, with a visitor's limit of 10,
     # behind an nginx of their own (a limit of another size is counted apart: `limits` keys it).
-    env = cluster.env | {"CHATBOT_SECURITY_VISITOR_PER_MINUTE": "10"}
-    c, url_c = start_server(tmp_path / "c", tmp_path / "c.log", env, wait=False)
-    d, url_d = start_server(tmp_path / "d", tmp_path / "d.log", env, wait=False)
-    try:
-        wait_healthy(c, url_c, tmp_path / "c.log")
-        wait_healthy(d, url_d, tmp_path / "d.log")
-        with nginx_server([url_c, url_d]) as url:
-            headers = _session(url, cluster.site_key)
-            conversation = _conversation(url, headers)
-            with ThreadPoolExecutor(20) as pool:
-                codes = list(pool.map(lambda _: _ask(url, conversation, headers, FAQ)[0], range(20)))
-        assert sorted(codes) == [200] * 10 + [429] * 10
-    finally:
-        stop(c)
-        stop(d)
+    with replicas_behind_nginx(tmp_path, cluster.env | {"CHATBOT_SECURITY_VISITOR_PER_MINUTE": "10"}, "c", "d") as (url, *_):
+        headers = _session(url, cluster.site_key)
+        conversation = _conversation(url, headers)
+        with ThreadPoolExecutor(20) as pool:
+            codes = list(pool.map(lambda _: _ask(url, conversation, headers, FAQ)[0], range(20)))
+    assert sorted(codes) == [200] * 10 + [429] * 10
 
 
 def test_a_conversation_started_on_one_replica_goes_on_on_the_other(cluster):
