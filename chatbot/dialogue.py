@@ -30,7 +30,7 @@ from chatbot.calibration import Thresholds, resolve, topic_score, turn_topic
 from chatbot.checks import check, is_yes_no, same_case
 from chatbot.config import Settings
 from chatbot.errors import ModelBusyError, UserError
-from chatbot.evidence import Evidence, select
+from chatbot.evidence import Evidence, case_first, select
 from chatbot.index import KnowledgeIndex
 from chatbot.language import detect_language
 from chatbot.llm import ChatModel, Message
@@ -204,7 +204,7 @@ class DialogueManager:
             assert retrieval.faq is not None
             hit = retrieval.faq
             return Reply(mode, lang, [_source(hit, self.settings.retrieval.passage_chars)], timings, iter([hit.chunk.metadata["answer"]]), started)
-        passages = retrieval.passages[: self.settings.retrieval.passages_in_prompt]
+        passages = case_first(retrieval.passages, question)[: self.settings.retrieval.passages_in_prompt]
         if mode == "abstain":  # a request to act gets told so, a question that the knowledge does not cover the usual reply
             if abstain_reason(retrieval, thresholds) != "request":
                 return Reply(mode, lang, [], timings, iter([self.prompts.render("abstain", lang=lang, business=self.business)]), started)

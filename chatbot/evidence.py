@@ -110,6 +110,17 @@ def select(embedder, question_vector: np.ndarray, hits: list[Hit], lang: str, li
     return [Evidence(candidates[i][0], candidates[i][1], candidates[i][2], scores[i]) for i in kept]
 
 
+def case_first(hits: list[Hit], question: str) -> list[Hit]:
+    """`hits` with the passages about the other case than the customer's (`checks.opened_case` of
+    the passage, whose text opens with its title, heading or FAQ question) after the rest, each
+    group in retrieval's order: "I never opened my kettle" gets the unopened items' passage among
+    the evidence where retrieval ranked two opened-items passages above it."""
+    case = opened_case(question)
+    if case is None:
+        return hits
+    return sorted(hits, key=lambda hit: opened_case(hit.chunk.page_content) not in (None, case))
+
+
 def repeats(units: set[str], other: set[str]) -> bool:
     """Whether two sentences (their `checks.content_units`: words, numbers, Chinese character
     pairs, an opening verdict left out) say the same: one's units are all among the other's."""

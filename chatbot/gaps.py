@@ -286,7 +286,7 @@ def write_draft(topic: Topic, manager, masker) -> dict:
     entry's own answer, marked as needing a source. Personal data is masked (`masker`): a person's
     reply may hold some."""
     from chatbot.dialogue import NOT_STATED
-    from chatbot.evidence import select
+    from chatbot.evidence import case_first, select
 
     question = topic.examples[0]
     thresholds = manager.thresholds()
@@ -303,8 +303,8 @@ def write_draft(topic: Topic, manager, masker) -> dict:
         answer, cites, needs_source = str(entry["answer"]), [], True
     else:
         answer, cites, needs_source = "", [], True
-        passages = retrieval.passages[: manager.settings.retrieval.passages_in_prompt]
-        evidence = select(manager.retriever.embedder, retrieval.vector, passages, retrieval.lang, 3) if retrieval.vector is not None else []
+        passages = case_first(retrieval.passages, question)[: manager.settings.retrieval.passages_in_prompt]
+        evidence = select(manager.retriever.embedder, retrieval.vector, passages, retrieval.lang, 3, question=question) if retrieval.vector is not None else []
         if evidence:
             written = "".join(manager.model.stream(manager.build_messages(question, [e.text for e in evidence], [], retrieval.lang))).strip()
             answer = "" if any(n in written.lower() for n in NOT_STATED) else written

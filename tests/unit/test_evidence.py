@@ -3,7 +3,7 @@
 from langchain_core.documents import Document
 
 from chatbot.embeddings import FakeEmbeddings
-from chatbot.evidence import select, sentence_spans
+from chatbot.evidence import case_first, select, sentence_spans
 from chatbot.index import Hit
 
 
@@ -78,3 +78,15 @@ def test_a_sentence_about_the_other_case_goes_after_the_customers_case():
     assert opened_case(customer) == "unopened" and opened_case("拆开摆了二十天还能退吗？") == "opened" and opened_case("How long is delivery?") is None
     chosen = select(embedder, vector, hits, "en", limit=2, question=customer)
     assert [e.text for e in chosen] == ["Unopened items have no restocking fee.", "A restocking fee of 15% applies to opened items."]
+
+
+def test_passages_about_the_other_case_go_after_the_customers_case():
+    opened_faq = Hit(Document(page_content="Can I return an opened item?\nYes, within 14 days; a restocking fee of 15% is deducted.", metadata={"title": "FAQ"}), 0.9, 0)
+    opened_policy = Hit(Document(page_content="Returns > Opened or used items\nA restocking fee of 15% of the item price is deducted.", metadata={"title": "Returns"}), 0.8, 1)
+    unopened = Hit(Document(page_content="Returns > Unopened items\nUnopened items can be returned within 30 days for a full refund.", metadata={"title": "Returns"}), 0.7, 2)
+    both = Hit(Document(page_content="Returns\nOpened and unopened items are returned through My orders.", metadata={"title": "Returns"}), 0.6, 3)
+    hits = [opened_faq, opened_policy, both, unopened]
+    assert case_first(hits, "I never opened my kettle. Is there a restocking fee?") == [both, unopened, opened_faq, opened_policy]
+    assert case_first(hits, "我的水壶还没拆封，要扣手续费吗？") == [both, unopened, opened_faq, opened_policy]
+    assert case_first(hits, "I opened it already, can I still return it?") == [opened_faq, opened_policy, both, unopened]
+    assert case_first(hits, "How do I return an item?") == hits  # no case named: retrieval's order
