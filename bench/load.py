@@ -5,7 +5,8 @@ Prints messages, errors, time to first token (p50/p95, per answer kind), and che
 message sent is in the database afterwards.
 
 With `--replicas N` the same customers talk to N `chatbot serve` replicas behind nginx
-(deploy/nginx.conf), sharing PostgreSQL, Redis and one data dir, with the LM on llama.cpp's own
+(deploy/nginx.conf), sharing PostgreSQL with pgvector (the store and the knowledge), Redis and one
+data dir (caches), with the LM on llama.cpp's own
 server (its `--parallel`-free default: one answer at a time), as `tests/integration/test_replicas.py` runs them.
 
     .venv/bin/python bench/load.py [--users 50] [--minutes 5] [--replicas N] [--set llm.threads=1 ...]
@@ -19,7 +20,6 @@ import contextlib
 import json
 import os
 import random
-import secrets
 import socket
 import statistics
 import subprocess
@@ -88,15 +88,16 @@ def main() -> None:
 
 
 def _shared_engines(engines: contextlib.ExitStack, env: dict) -> dict:
-    """PostgreSQL, Redis and llama.cpp's server for the replicas: the settings that point at them."""
+    """PostgreSQL with pgvector (the store, the knowledge, the signing key), Redis and llama.cpp's
+    server for the replicas: the settings that point at them."""
     from chatbot.config import load_settings
     from chatbot.weights import resolve_gguf
 
     settings = load_settings("default", environ=env)
     gguf = resolve_gguf(settings.llm.model, settings.model_cache_dir)
     lm = engines.enter_context(llama_server(gguf, "kefu-lm", settings.llm.threads or os.cpu_count() or 1, settings.llm.context_tokens))
-    return {"CHATBOT_DATABASE_URL": engines.enter_context(postgres_server()), "CHATBOT_SECURITY_LIMITS_STORAGE": engines.enter_context(redis_server()),
-            "CHATBOT_SECURITY_SECRET_KEY": secrets.token_urlsafe(32), "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
+    return {"CHATBOT_DATABASE_URL": engines.enter_context(postgres_server(pgvector=True)), "CHATBOT_INDEX_BACKEND": "pgvector",
+            "CHATBOT_SECURITY_LIMITS_STORAGE": engines.enter_context(redis_server()), "CHATBOT_LLM_BACKEND": "openai", "CHATBOT_LLM_BASE_URL": lm.base_url,
             "CHATBOT_LLM_MODEL": "kefu-lm"}
 
 
