@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from chatbot.config import load_settings  # noqa: E402
 from chatbot.embeddings import embed_queries  # noqa: E402
 from chatbot.evaluation import load_knowledge, load_queries, prepare_index  # noqa: E402
+from chatbot.index_store import libpq_url  # noqa: E402
 from labelled_set import DSTC11  # noqa: E402
 from tests.postgres import postgres_server  # noqa: E402
 
@@ -69,7 +70,7 @@ def main() -> None:
     print(f"  query p50 {_p(times, 50):.2f} ms, p95 {_p(times, 95):.2f} ms, recall@10 1.000")
 
     with postgres_server(pgvector=True) as url:
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             register_vector(conn)
             conn.execute(f"CREATE TABLE chunks (id integer PRIMARY KEY, embedding vector({vectors.shape[1]}))")

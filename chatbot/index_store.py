@@ -51,6 +51,11 @@ def open_versions(settings: Settings) -> FileVersions | PgVersions:
     return PgVersions(url)
 
 
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (`postgresql+psycopg://...`) as psycopg itself takes it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1).replace("postgres://", "postgresql://", 1)
+
+
 class FileVersions:
     """Versions as folders on local disk (`index.py`); one machine, or a shared data dir."""
 
@@ -141,7 +146,7 @@ class PgVersions:
     """Versions as rows of PostgreSQL with pgvector, shared by every replica."""
 
     def __init__(self, url: str) -> None:
-        self.url = url.replace("postgresql+psycopg://", "postgresql://", 1).replace("postgres://", "postgresql://", 1)
+        self.url = libpq_url(url)
         self._ready = False
 
     def __str__(self) -> str:

@@ -16,7 +16,7 @@ from chatbot.config import load_settings
 from chatbot.embeddings import FakeEmbeddings
 from chatbot.errors import ConfigError
 from chatbot.evaluation import evaluate_index, load_knowledge, load_queries, prepare_index
-from chatbot.index_store import FileVersions, PgVersions, open_versions
+from chatbot.index_store import FileVersions, PgVersions, libpq_url, open_versions
 from chatbot.kb import KnowledgeBase
 from tests.integration.conftest import clean_env, run_cli
 from tests.postgres import postgres_server
@@ -37,7 +37,7 @@ def pg_server():
 def pg_url(pg_server):
     """A new, empty database on the module's server."""
     name = f"kb_{next(_names)}"
-    with psycopg.connect(pg_server.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(pg_server), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return pg_server.rsplit("/", 1)[0] + f"/{name}"
 

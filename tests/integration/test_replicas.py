@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from chatbot.config import load_settings
+from chatbot.index_store import libpq_url
 from chatbot.store import Store
 from chatbot.weights import resolve_gguf
 from tests.integration.conftest import clean_env, run_cli, start_server, wait_healthy
@@ -109,7 +110,7 @@ def _ask(url: str, conversation: str, headers: dict, question: str, timeout: flo
 def test_both_replicas_started_together_on_one_new_database(cluster):
     for url in (cluster.a, cluster.b):
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
-    with psycopg.connect(cluster.env["CHATBOT_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with psycopg.connect(libpq_url(cluster.env["CHATBOT_DATABASE_URL"])) as conn:
         versions = conn.execute("SELECT count(*) FROM kb_versions").fetchone()[0]
     assert versions == 1  # the knowledge was built once, not once per replica
     assert not (cluster.data_dir_a / "index").exists()  # and not on a replica's disk
