@@ -14,6 +14,7 @@ run by ONNX Runtime (`chatbot/onnx_engine.py`): the same vectors, a short query 
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from itertools import accumulate
@@ -28,6 +29,7 @@ _QK = 32  # weights per Q4_0 block
 _Q4 = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # a block: its scale, 32 nibbles
 _META = "\u2581"  # SentencePiece's word-start marker
 _SPACES = re.compile(" {2,}")
+_WORDS = re.compile(f"{_META}[^{_META}]*")  # a word and its start mark
 
 
 def dequantise(blocks: np.ndarray, cols: int) -> np.ndarray:
@@ -127,6 +129,12 @@ class E5Tokenizer:
         if not text.startswith(" "):
             text = " " + text
         text = text.replace(" ", _META)
+        return [i for word in _WORDS.findall(text) for i in self._word_ids(word)]
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 (one tokenizer per process; words repeat across turns)
+    def _word_ids(self, text: str) -> tuple[int, ...]:
+        """The best split of one word (its start mark and what follows up to the next): no piece
+        has a start mark inside it, so the best split of a text is that of each word in turn."""
         n = len(text)
         ends = [0, *accumulate(len(ch.encode("utf-8", "surrogateescape")) for ch in text)]  # byte offsets
         best = [0.0] + [-1e30] * n
@@ -152,7 +160,7 @@ class E5Tokenizer:
         while i > 0:
             idx, i = back[i]
             out.append(idx)
-        return out[::-1]
+        return tuple(out[::-1])
 
 
 class E5:
