@@ -234,14 +234,15 @@ class DialogueManager:
         return resolve(self.settings.retrieval, retriever.index.manifest.get("calibration"))
 
     def build_messages(self, question: str, sentences: list[str], history: list[Message], lang: str) -> list[Message]:
-        """The chat messages for a grounded answer: fixed system text, the earlier turns that
+        """The chat messages for a grounded answer: fixed system text (its template also gets
+        `yes_no`, whether the question asks for a verdict), the earlier turns that
         `dialogue.prompt_history` keeps, trimmed, the evidence sentences numbered + the question."""
         budget = self.settings.dialogue.history_token_budget
         kept = self.settings.dialogue.prompt_history
         if kept != "both":
             history = [m for m in history if m["role"] == "user"] if kept == "user" else []
         return [
-            {"role": "system", "content": self.prompts.render("system", lang=lang, business=self.business)},
+            {"role": "system", "content": self.prompts.render("system", lang=lang, business=self.business, yes_no=is_yes_no(question))},
             *trim_history(history, budget, self.model.count_tokens),
             {"role": "user", "content": self.prompts.render("user", lang=lang, sentences=sentences, question=question)},
         ]
