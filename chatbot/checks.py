@@ -221,7 +221,8 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
     from passages with these `titles`; `known`: whether the knowledge names a BM25 word anywhere):
     a list of failed checks ("language": written in another language than the evidence, so its
     words cannot be compared; "content": a bare verdict; "quantity", "negation", "condition",
-    "verdict", "echo", "unknown"), empty when all pass."""
+    "verdict": against the best sentence's negation, two that disagree, or one opening the answer
+    to a question that asks for none; "echo", "unknown"), empty when all pass."""
     joined = " ".join(evidence)
     if detect_language(answer) != detect_language(joined):
         return ["language"]
@@ -234,8 +235,9 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
     missing = (_words(answer, _EN_CONDITIONS) - _words(joined, _EN_CONDITIONS)) | {w for w in _ZH_CONDITIONS if w in answer and w not in joined}
     if missing:
         failures.append("condition")
-    if (evidence and _YES.search(answer) and _negated(evidence[0]) and not _negated(answer)) or _verdicts_disagree(answer):
-        failures.append("verdict")
+    if (evidence and _YES.search(answer) and _negated(evidence[0]) and not _negated(answer)) or _verdicts_disagree(answer) or (
+            question and not is_yes_no(question) and _WHOLE_VERDICT.match(answer.lstrip())):
+        failures.append("verdict")  # ...or a verdict to a question that asks for none ("How long is it?" "Yes, 1 year.")
     if question:  # a denial is held by the negation check instead; a question asked back never passes
         source = " ".join((joined, *titles))  # "the Acorn" is named by its passage's title
         source_units, question_units = content_units(source), content_units(question)

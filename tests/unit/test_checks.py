@@ -88,6 +88,22 @@ def test_two_verdicts_that_disagree_are_refused(answer, failed):
     assert check(answer, evidence[1:] if not answer.isascii() else evidence[:1]) == failed
 
 
+@pytest.mark.parametrize(
+    ("answer", "question", "failed"),
+    [
+        ("Yes, the toaster has a 1-year warranty.", "How long is the warranty on a toaster?", ["verdict"]),
+        ("是的，保修期是 2 年。", "咖啡机保修几年？", ["verdict"]),
+        ("Small kitchen appliances have a 2-year warranty.", "How long is the warranty on a toaster?", []),
+        ("Yes, small kitchen appliances have a 2-year warranty.", "Is a toaster under warranty for 2 years?", []),
+        ("No deliveries are made on weekends.", "When do you deliver?", []),
+    ],
+)
+def test_a_verdict_to_a_question_that_asks_for_none_is_refused(answer, question, failed):
+    evidence = ["Small kitchen appliances, such as kettles, toasters and coffee makers, have a 2-year warranty.", "Lamps have a 1-year warranty.",
+                "There is no weekend delivery."] if answer.isascii() else ["咖啡机等小型厨房电器保修 2 年。"]
+    assert check(answer, evidence, question) == failed
+
+
 @pytest.mark.parametrize("answer", ["是", "否。", "是的，可以。", "Yes, No.", "Yes."])
 def test_a_bare_verdict_is_not_an_answer(answer):
     assert check(answer, ["Lumen & Leaf 不提供直接换货。"] if not answer.isascii() else RETURNS, "Can I return it?") == ["content"]
@@ -106,7 +122,7 @@ SHOWROOM = "Is there a showroom where I can see the lamps before buying?"
         ("是的，信用卡付款要额外收手续费。", ["款项在您下单时收取，预售商品除外。"], "用信用卡付款要额外收手续费吗？", ["echo"]),
         ("是的，未拆封商品可以在30天内退货。", ZH, "没拆封的可以退吗？", []),
         ("是的，朋友送的电热水壶也能申请保修吗？", ["灯具保修两年。"], "朋友送的电热水壶也能申请保修吗？", ["echo"]),
-        ("是的，小型厨房电器保修两年。", ["小型厨房电器（如电热水壶）保修 2 年。"], "电热水壶保修多久？", []),
+        ("小型厨房电器保修两年。", ["小型厨房电器（如电热水壶）保修 2 年。"], "电热水壶保修多久？", []),
         ("是的，可以开发票。", ["我们可开具增值税专用发票。"], "能开发票吗？", []),
     ],
 )
