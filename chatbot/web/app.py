@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import gradio as gr
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from chatbot import __version__
 from chatbot.dialogue import DialogueManager
@@ -99,6 +99,12 @@ def create_app(manager: DialogueManager, watcher: IndexWatcher | None = None) ->
             limit = int(2 * settings.kb.max_file_mb * 2**20)
             gr.mount_gradio_app(app, admin, path="/admin", auth=accounts.verify, max_file_size=limit, footer_links=[])
             app.add_middleware(SignInGuard, path="/admin/login", guard=login_guard(settings.security.limits_storage), audit=lambda who, action, address: store.audit(who, action, "admin page", address))
+
+            # The mount answers /admin/ only; without this, the address that start-up prints and the
+            # README gives (/admin) fell through to the chat page's mount and got a 404.
+            @app.get("/admin", include_in_schema=False)
+            def admin_page() -> RedirectResponse:
+                return RedirectResponse("/admin/")
         else:
 
             @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)

@@ -102,7 +102,8 @@ ROUTES = {
     ("/api/me/export", "GET"): "visitor", ("/api/me", "DELETE"): "visitor",
     ("/widget.js", "GET"): "anyone", ("/healthz", "GET"): "anyone",
     ("/openapi.json", "GET"): "anyone", ("/docs", "GET"): "anyone", ("/docs/oauth2-redirect", "GET"): "anyone", ("/redoc", "GET"): "anyone",
-    ("/admin", "MOUNT"): "staff", ("", "MOUNT"): "anyone",  # the chat page
+    ("/admin", "MOUNT"): "staff", ("/admin", "GET"): "anyone",  # a redirect to /admin/, the mount
+    ("", "MOUNT"): "anyone",  # the chat page
 }
 
 

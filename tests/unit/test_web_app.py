@@ -32,6 +32,9 @@ def test_without_a_password_the_admin_page_is_off_and_says_how_to_turn_it_on(app
 
 def test_with_a_password_the_admin_page_asks_for_it(app_for):
     client = app_for("s3cret-for-tests")
+    moved = client.get("/admin", follow_redirects=False)  # the address start-up prints and the README gives
+    assert moved.status_code == 307 and moved.headers["location"] == "/admin/"
+    assert client.get("/admin").status_code == 200
     assert client.get("/admin/config").status_code == 401
     assert client.post("/admin/login", data={"username": "admin", "password": "wrong"}).status_code == 400
     assert client.post("/admin/login", data={"username": "admin", "password": "s3cret-for-tests"}).status_code == 200
