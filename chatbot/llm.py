@@ -5,7 +5,9 @@ Backends:
 - `LlamaCppChatModel` (llama-cpp-python) runs a GGUF on the CPU: the default, because on 2 cores it
   decodes the packaged Qwen2.5 GGUF about 3x faster than transformers and loads it in a second
   (bench/llm_backends.py measures both on the same prompts). A small pool of contexts serves
-  several requests at once, each with its own KV cache; the weights are memory-mapped once.
+  several requests at once, each with its own KV cache; the weights are memory-mapped once. A
+  request goes to the free context whose last prompt shares the longest opening with its own
+  (`ContextPool`), so a context keeps the system text of one language in its cache.
 - `TransformersChatModel` runs a hub model or a local folder (or a GGUF, de-quantised) with
   transformers: bf16 on CUDA, float32 on the CPU (bf16 prefill is 6x slower there). On CUDA,
   concurrent requests decode together through the batched engine (`engine.py`).
@@ -22,7 +24,6 @@ import functools
 import json
 import logging
 import os
-import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,28 +65,20 @@ class LlamaCppChatModel:
         self.name = f"llamacpp/{path.name}"
         self._settings = settings
         threads = settings.threads or os.cpu_count() or 1
-        self._pool: queue.Queue = queue.Queue()
         try:
-            for _ in range(settings.parallel):
-                self._pool.put(
-                    Llama(
-                        model_path=str(path),
-                        n_ctx=settings.context_tokens,
-                        n_threads=threads,
-                        n_threads_batch=threads,
-                        n_batch=512,
-                        verbose=False,
-                    )
-                )
+            contexts = [
+                Llama(model_path=str(path), n_ctx=settings.context_tokens, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+                for _ in range(settings.parallel)
+            ]
         except (ValueError, RuntimeError, OSError) as e:
             raise ModelLoadError(f"llama.cpp could not load {path}: {e}; check the file or name another llm.model") from e
-        self._tokenizer = self._pool.queue[0]
+        self._pool = ContextPool(contexts)
+        self._tokenizer = contexts[0]
 
     def stream(self, messages: list[Message], max_new_tokens: int | None = None, starts: tuple[str, ...] = ()) -> Iterator[str]:
-        try:
-            llm = self._pool.get(timeout=self._settings.max_wait_s)
-        except queue.Empty as e:
-            raise ModelBusyError(f"no llama.cpp context came free within llm.max_wait_s={self._settings.max_wait_s:g} s") from e
+        llm = self._pool.acquire([f"{m['role']}\x00{m['content']}" for m in messages], self._settings.max_wait_s)
+        if llm is None:
+            raise ModelBusyError(f"no llama.cpp context came free within llm.max_wait_s={self._settings.max_wait_s:g} s")
         try:
             chunks = llm.create_chat_completion(
                 messages=messages,
@@ -100,11 +93,51 @@ class LlamaCppChatModel:
                 if text:
                     yield text
         finally:
-            self._pool.put(llm)
+            self._pool.release(llm)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+
+class ContextPool:
+    """Free model contexts, each remembering the prompt it last read: its KV cache holds that
+    prompt's tokens, and llama.cpp reads again only what follows the part a new prompt shares.
+    `acquire` hands out the free context whose last prompt shares the most leading messages with the
+    new one (then the most characters of the next), as llama.cpp's own server picks a slot by prompt
+    similarity; where none shares even the system message, the one free the longest. With English
+    and Chinese turns mixed, a context so keeps one language's system text instead of reading the
+    other's anew (about 100 of a turn's 230 prompt tokens; `bench/llm_pool.py` measures it)."""
+
+    def __init__(self, contexts: list) -> None:
+        self._last: dict[int, list[str]] = {}
+        self._free = list(contexts)  # the one free the longest first
+        self._ready = threading.Condition()
+
+    def acquire(self, prompt: list[str], timeout: float):
+        """The best free context for `prompt` (its messages, each as one string), waiting up to
+        `timeout` s for one to come free; None if none did."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._free, timeout=timeout):
+                return None
+            shares = [_shared(self._last.get(id(c), []), prompt) for c in self._free]
+            best = max(range(len(self._free)), key=lambda i: shares[i])
+            context = self._free.pop(best if shares[best][0] else 0)
+            self._last[id(context)] = prompt
+            return context
+
+    def release(self, context) -> None:
+        with self._ready:
+            self._free.append(context)
+            self._ready.notify()
+
+
+def _shared(a: list[str], b: list[str]) -> tuple[int, int]:
+    """How many leading messages `a` and `b` share, and how many characters of the next."""
+    whole = 0
+    while whole < min(len(a), len(b)) and a[whole] == b[whole]:
+        whole += 1
+    rest = len(os.path.commonprefix([a[whole], b[whole]])) if whole < min(len(a), len(b)) else 0
+    return whole, rest
 
 class TransformersChatModel:
     """A causal LM run by transformers; one streamer and one stop flag per call."""

@@ -1,10 +1,12 @@
-"""`OpeningTokens`: transformers' equivalent of the llama.cpp verdict grammar, on fake scores."""
+"""`OpeningTokens`: transformers' equivalent of the llama.cpp verdict grammar, on fake scores; `ContextPool`: which llama.cpp context a prompt gets."""
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
-from chatbot.llm import OpeningTokens
+from chatbot.llm import ContextPool, OpeningTokens
 
 PROMPT = [9, 9, 9]
 OPENINGS = [[1, 2], [1, 3, 4], [5]]  # e.g. "不可以，" and "不能，" share their first token
@@ -45,3 +47,48 @@ def test_the_grammar_wants_words_after_a_verdict_and_takes_a_whole_one_alone():
     assert gbnf == f'root ::= ("Yes, " | "No, ") [^\\n]{{{MIN_AFTER_VERDICT},}} | ("Not stated.")'
     assert opening_gbnf(("是的，",)) == f'root ::= ("是的，") [^\\n]{{{MIN_AFTER_VERDICT},}}'
     assert _opening_grammar(("Yes, ", "No, ", "Not stated.")) is not None  # llama.cpp parses it
+
+
+EN = ["system\x00You are the assistant.", "user\x00[1] Returns within 30 days.\nQuestion: can I return it?"]
+ZH = ["system\x00你是客服助手。", "user\x00[1] 30 天内可退货。\n问题：能退吗？"]
+
+
+def test_a_context_goes_to_the_prompt_whose_opening_it_last_read():
+    pool = ContextPool(["a", "b"])
+    first = pool.acquire(EN, timeout=0)
+    second = pool.acquire(ZH, timeout=0)
+    pool.release(first)
+    pool.release(second)
+    # both free: each language gets back the context that holds its system text, whatever the order
+    assert pool.acquire(ZH[:1] + ["user\x00another question"], timeout=0) == second
+    assert pool.acquire(EN[:1] + ["user\x00another question"], timeout=0) == first
+
+
+def test_without_a_shared_system_text_the_context_free_the_longest_goes_first():
+    pool = ContextPool(["a", "b"])
+    a = pool.acquire(EN, timeout=0)
+    b = pool.acquire(EN[:1] + ["user\x00x"], timeout=0)
+    pool.release(b)
+    pool.release(a)  # a shares a few characters of "system\x00" with ZH, b as many: neither holds its system text
+    assert pool.acquire(ZH, timeout=0) == b
+
+
+def test_the_longer_shared_opening_wins_among_contexts_with_the_same_system_text():
+    pool = ContextPool(["a", "b"])
+    a = pool.acquire(EN, timeout=0)
+    b = pool.acquire(EN[:1] + ["user\x00[1] Shipping takes 3 days."], timeout=0)
+    pool.release(a)
+    pool.release(b)
+    assert pool.acquire(EN[:1] + ["user\x00[1] Shipping takes 3 days.\nQuestion: how long?"], timeout=0) == b
+
+
+def test_no_free_context_within_the_wait_gives_none_and_a_release_wakes_a_waiter():
+    pool = ContextPool(["a"])
+    held = pool.acquire(EN, timeout=0)
+    assert pool.acquire(ZH, timeout=0.05) is None
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(pool.acquire(ZH, timeout=5)))
+    waiter.start()
+    pool.release(held)
+    waiter.join(timeout=5)
+    assert got == [held]
