@@ -1,6 +1,7 @@
-"""How the llama.cpp contexts are handed out, measured: by prompt affinity (`ContextPool`, shipped:
-the free context whose last prompt shares the most with the new one) against in turn (the one free
-the longest, as before), on the same grounded prompts in the same order.
+"""How the llama.cpp contexts are handed out, measured on the same grounded prompts in the same
+order: in turn (the one free the longest, as before); by prompt affinity (`ContextPool`: the free
+context whose last prompt shares the most with the new one); and by affinity with the kept copy of
+each system text's cache restored into a context that lacks it (`SavedOpenings`, shipped).
 
     .venv/bin/python bench/llm_pool.py [--prompts 60] [--workers 2] [--rounds 1]
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatbot.config import load_settings
 from chatbot.evaluation import read_jsonl
-from chatbot.llm import ContextPool
+from chatbot.llm import ContextPool, SavedOpenings
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,7 +39,16 @@ class InTurn(ContextPool):
         with self._ready:
             if not self._ready.wait_for(lambda: self._free, timeout=timeout):
                 return None
-            return self._free.pop(0)
+            context = self._free.pop(0)
+            last, self._last[id(context)] = self._last.get(id(context), []), prompt
+            return context, last
+
+
+class NoneKept(SavedOpenings):
+    """No copies kept: a context reads a system text it lacks anew."""
+
+    def keep(self, llm, system):
+        pass
 
 
 def grounded_prompts(manager, limit: int) -> list[list[dict]]:
@@ -118,12 +128,13 @@ def main() -> None:
     print(f"{model.name}, {len(contexts)} contexts, {args.workers} workers; {len(prompts)} prompts ({langs} Chinese), "
           f"{statistics.median(model.count_tokens(' '.join(m['content'] for m in p)) for p in prompts):.0f} tokens p50")
     for round_ in range(args.rounds):
-        for name, policy in (("in turn (before)", InTurn), ("by affinity (shipped)", ContextPool)):
+        for name, policy, kept in (("in turn (before)", InTurn, NoneKept), ("by affinity", ContextPool, NoneKept),
+                                   ("affinity + kept (shipped)", ContextPool, SavedOpenings)):
             for context in contexts:
                 context.reset()  # no policy starts with the other's caches
-            model._pool = policy(contexts)
+            model._pool, model._openings = policy(contexts), kept()
             r = run(model, prompts, args.workers)
-            print(f"round {round_ + 1}, {name:22}: {r['wall_s']:6.1f} s, {r['per_min']:5.1f} answers/min, "
+            print(f"round {round_ + 1}, {name:25}: {r['wall_s']:6.1f} s, {r['per_min']:5.1f} answers/min, "
                   f"LM first token p50 {r['first_p50'] * 1000:5.0f} ms, p95 {r['first_p95'] * 1000:5.0f} ms", flush=True)
 
 

@@ -55,6 +55,28 @@ def test_llamacpp_serves_two_requests_at_once_from_separate_contexts(tmp_path):
     list(first)
 
 
+def test_llamacpp_restores_a_system_texts_cache_and_answers_as_if_it_read_the_prompt_whole():
+    from chatbot.llm import LlamaCppChatModel
+    from chatbot.weights import smollm2_gguf
+
+    def ask(model, system, question):
+        return "".join(model.stream([{"role": "system", "content": system}, {"role": "user", "content": question}]))
+
+    english = "You are the assistant of a lamp shop. Answer in one short sentence, in English."
+    chinese = "你是一家灯具店的客服助手。请用一句简短的中文回答。"
+    fresh = LlamaCppChatModel(smollm2_gguf(), LLMSettings(max_new_tokens=24, parallel=1))
+    expected = ask(fresh, english, "How long is the warranty on a desk lamp?")
+
+    model = LlamaCppChatModel(smollm2_gguf(), LLMSettings(max_new_tokens=24, parallel=1))
+    ask(model, english, "Do you sell light bulbs?")  # its cache copied once: the English system text
+    ask(model, chinese, "台灯保修多久？")  # the one context now holds the Chinese one
+    restored = []
+    restore = model._openings.restore
+    model._openings.restore = lambda llm, system: restored.append(restore(llm, system)) or restored[-1]
+    assert ask(model, english, "How long is the warranty on a desk lamp?") == expected
+    assert restored == [True]  # the English copy went back in, and the answer is the one read whole gives
+
+
 def test_llamacpp_holds_a_reply_to_the_verdicts_it_is_given():
     from chatbot.llm import LlamaCppChatModel
     from chatbot.weights import smollm2_gguf

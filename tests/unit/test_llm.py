@@ -53,41 +53,46 @@ EN = ["system\x00You are the assistant.", "user\x00[1] Returns within 30 days.\n
 ZH = ["system\x00你是客服助手。", "user\x00[1] 30 天内可退货。\n问题：能退吗？"]
 
 
+def _take(pool: ContextPool, prompt: list[str], timeout: float = 0):
+    taken = pool.acquire(prompt, timeout=timeout)
+    return taken[0] if taken else None
+
+
 def test_a_context_goes_to_the_prompt_whose_opening_it_last_read():
     pool = ContextPool(["a", "b"])
-    first = pool.acquire(EN, timeout=0)
-    second = pool.acquire(ZH, timeout=0)
+    first = _take(pool, EN)
+    second = _take(pool, ZH)
     pool.release(first)
     pool.release(second)
     # both free: each language gets back the context that holds its system text, whatever the order
-    assert pool.acquire(ZH[:1] + ["user\x00another question"], timeout=0) == second
-    assert pool.acquire(EN[:1] + ["user\x00another question"], timeout=0) == first
+    assert pool.acquire(ZH[:1] + ["user\x00another question"], timeout=0) == (second, ZH)
+    assert pool.acquire(EN[:1] + ["user\x00another question"], timeout=0) == (first, EN)
 
 
 def test_without_a_shared_system_text_the_context_free_the_longest_goes_first():
     pool = ContextPool(["a", "b"])
-    a = pool.acquire(EN, timeout=0)
-    b = pool.acquire(EN[:1] + ["user\x00x"], timeout=0)
+    a = _take(pool, EN)
+    b = _take(pool, EN[:1] + ["user\x00x"])
     pool.release(b)
     pool.release(a)  # a shares a few characters of "system\x00" with ZH, b as many: neither holds its system text
-    assert pool.acquire(ZH, timeout=0) == b
+    assert pool.acquire(ZH, timeout=0) == (b, EN[:1] + ["user\x00x"])  # with what it last read: not ZH's system text
 
 
 def test_the_longer_shared_opening_wins_among_contexts_with_the_same_system_text():
     pool = ContextPool(["a", "b"])
-    a = pool.acquire(EN, timeout=0)
-    b = pool.acquire(EN[:1] + ["user\x00[1] Shipping takes 3 days."], timeout=0)
+    a = _take(pool, EN)
+    b = _take(pool, EN[:1] + ["user\x00[1] Shipping takes 3 days."])
     pool.release(a)
     pool.release(b)
-    assert pool.acquire(EN[:1] + ["user\x00[1] Shipping takes 3 days.\nQuestion: how long?"], timeout=0) == b
+    assert _take(pool, EN[:1] + ["user\x00[1] Shipping takes 3 days.\nQuestion: how long?"]) == b
 
 
 def test_no_free_context_within_the_wait_gives_none_and_a_release_wakes_a_waiter():
     pool = ContextPool(["a"])
-    held = pool.acquire(EN, timeout=0)
+    held = _take(pool, EN)
     assert pool.acquire(ZH, timeout=0.05) is None
     got = []
-    waiter = threading.Thread(target=lambda: got.append(pool.acquire(ZH, timeout=5)))
+    waiter = threading.Thread(target=lambda: got.append(_take(pool, ZH, timeout=5)))
     waiter.start()
     pool.release(held)
     waiter.join(timeout=5)
