@@ -90,7 +90,11 @@ def report_markdown(report: Report) -> str:
         lines += [f"- **{label}** {as_text(d['name'])} ({chunks_label(d['chunks'])})" for d in docs]
     lines += [f"- **Unchanged** {as_text(name)}: already in the knowledge base" for name in report.unchanged]
     lines += [f"- **Refused** {as_text(error)}" for error in report.refused]
-    lines.append(f"\nIndex version `{report.version}` is live ({chunks_label(report.embedded_chunks)} embedded in {report.seconds:.1f} s).")
+    if report.changed:
+        lines.append(f"\nIndex version `{report.version}` is live ({chunks_label(report.embedded_chunks)} embedded in {report.seconds:.1f} s).")
+    else:  # every file refused or already there: no new version was made
+        lines.append(f"\nNothing changed: index version `{report.version}` is still live."
+                     + (" Mend the refused files as each line says and add them again." if report.refused else ""))
     return "\n".join(lines)
 
 

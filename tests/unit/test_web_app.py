@@ -51,6 +51,17 @@ def test_text_anyone_wrote_is_escaped_for_the_chat_page_and_the_admin_reports():
     assert "<script>" not in report_markdown(report) and "&lt;script&gt;" in report_markdown(report)
 
 
+def test_an_upload_that_changed_nothing_says_so_and_not_that_a_new_version_is_live():
+    from chatbot.kb import Report
+    from chatbot.web.admin import report_markdown
+
+    refused = report_markdown(Report(refused=["broken.pdf: not a readable PDF; export it again"], version="v7"))
+    assert "Nothing changed: index version `v7` is still live" in refused and "Mend the refused files" in refused
+    assert "is live (" not in refused
+    added = report_markdown(Report(added=[{"name": "faq.md", "chunks": 3}], version="v8", embedded_chunks=3, seconds=1.5))
+    assert "Index version `v8` is live (3 chunks embedded in 1.5 s)" in added and "Nothing changed" not in added
+
+
 def test_a_generated_answer_shows_its_quote_as_one_and_marks_the_words_in_its_source():
     from chatbot.dialogue import Reply, Source
     from chatbot.web.chat_ui import answer_markdown
