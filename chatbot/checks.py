@@ -25,6 +25,14 @@ quoted sentence alone (`dialogue.py`). The checks:
   are sold in the Lighting section." restates the question as a claim; the evidence does not say
   it. (A denial, "No, the shipping fee does not count", is held by the negation check instead.) An
   answer that asks a question (the customer's own, repeated) is not shown either.
+- **Denial**: an answer with a negation must be what one negated evidence sentence says (half
+  its words or more in that sentence or the titles). "No, the warranty does not cover a toaster
+  that stopped heating" takes its "not" from "The warranty does not cover accidental damage …" and
+  its toaster from "… toasters … have a 2-year warranty": no sentence denies it. This also holds a
+  "Yes" whose only negation is the customer's own words ("是的，…用不上，能退。" beside "已开封的
+  土壤…不能退货"). It refuses some right denials too, whose case is in the customer's words alone
+  ("No, the guarantee does not cover the chewed calathea" beside "… damage caused by pets"): the
+  quotes then stand (docs/quality.md, twenty-first round).
 - **Unknown**: an answer without a negation must not name what the customer named and the knowledge
   never does: "是的，Lumen & Leaf 购买的沙发自签收之日起保修 1 年。" to "你们卖沙发吗？", beside the lamps'
   warranty, where no passage says 沙发 (words as BM25 makes them: `KnowledgeIndex.names`). "Yes, you
@@ -222,7 +230,7 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
     a list of failed checks ("language": written in another language than the evidence, so its
     words cannot be compared; "content": a bare verdict; "quantity", "negation", "condition",
     "verdict": against the best sentence's negation, two that disagree, or one opening the answer
-    to a question that asks for none; "echo", "unknown"), empty when all pass."""
+    to a question that asks for none; "echo", "unknown", "denial"), empty when all pass."""
     joined = " ".join(evidence)
     if detect_language(answer) != detect_language(joined):
         return ["language"]
@@ -247,7 +255,25 @@ def check(answer: str, evidence: list[str], question: str = "", titles: tuple[st
             failures.append("echo")
         if known is not None and not _negated(answer) and _unknown(answer, question, source, known):
             failures.append("unknown")
+    if _negated(answer) and "negation" not in failures and not _denial_rests_on_one_sentence(said, evidence, titles):
+        failures.append("denial")
     return failures
+
+
+def _denial_rests_on_one_sentence(said: set[str], evidence: list[str], titles: tuple[str, ...]) -> bool:
+    """Whether a negated answer (its `content_units`: `said`) is what one negated evidence sentence
+    says: at least half its units in that sentence or the titles. "No, the warranty does not cover a
+    toaster that stopped heating" beside "The warranty does not cover accidental damage …" and
+    "… toasters … have a 2-year warranty" takes its "not" from one sentence and its toaster from
+    another: it denies what no sentence denies."""
+    named = " ".join(titles)
+    for sentence in evidence:
+        if _negated(_A_NOT_A.sub("", sentence)):
+            text = f"{sentence} {named}"
+            units = content_units(text)
+            if 2 * sum(_found(u, text, units) for u in said) >= len(said):
+                return True
+    return False
 
 
 def _unknown(answer: str, question: str, source: str, known: Callable[[str], bool]) -> bool:

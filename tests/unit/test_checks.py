@@ -77,7 +77,7 @@ def test_a_chinese_yes_against_a_negated_sentence_is_refused():
     ("answer", "failed"),
     [
         ("Yes, No. The customer can apply the discount code to their order now.", ["verdict"]),
-        ("是的，不可以。您需要在付款前输入优惠码。", ["verdict"]),
+        ("是的，不可以。您需要在付款前输入优惠码。", ["verdict", "denial"]),
         ("Yes, no more than one discount code can be used per order.", []),
         ("No, the discount code must be entered before paying.", []),
     ],
@@ -169,3 +169,26 @@ def test_an_answer_naming_what_the_knowledge_never_names_is_not_shown():
     blender = "Yes, you can return the opened blender within 14 days."
     assert check(blender, RETURNS, "I used my blender once. Can I send it back?", known=known) == []
     assert check(blender, RETURNS, "I used my blender once. Can I send it back?", known=set().__contains__) == ["unknown"]
+
+
+COVER = [
+    "The warranty does not cover accidental damage, such as drops, spills or cracked glass.",
+    "Small kitchen appliances, such as kettles, toasters, blenders and coffee makers, have a 2-year warranty.",
+]
+SOIL_ZH = ["出于安全考虑，已开封的土壤、肥料和植物护理药剂不能退货；", "未拆封的消耗品可在 30 天内退货。"]
+
+
+@pytest.mark.parametrize("answer, evidence, question, denial", [
+    # the "not" of one sentence, the toaster of another: no sentence denies this
+    ("No, the warranty does not cover a toaster that stopped heating.", COVER, "Does the warranty cover a toaster that stopped heating?", True),
+    ("No, the warranty does not cover accidental damage such as cracked glass.", COVER, "Is a cracked glass lid covered?", False),
+    # a "yes" whose only negation is the customer's own words (用不上), beside a sentence that says no
+    ("是的，买的营养土已经开袋了，用不上，能退。", SOIL_ZH, "买的营养土已经开袋了，用不上，能退吗？", True),
+    ("不能，已开封的土壤不能退货。", SOIL_ZH, "开封的营养土能退吗？", False),
+])
+def test_a_denial_must_be_what_one_negated_sentence_says(answer, evidence, question, denial):
+    assert ("denial" in check(answer, evidence, question, ("Warranty policy",))) is denial
+
+
+def test_an_answer_without_a_negation_is_not_held_to_a_negated_sentence():
+    assert "denial" not in check("Yes, kettles and toasters have a 2-year warranty.", COVER, "Is my toaster under warranty?", ("Warranty policy",))
