@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatbot.config import load_settings
 from chatbot.evaluation import read_jsonl
-from chatbot.llm import ContextPool, SavedOpenings
+from chatbot.llm import ContextPool, FakeChatModel, SavedOpenings
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,30 +53,21 @@ class NoneKept(SavedOpenings):
 
 def grounded_prompts(manager, limit: int) -> list[list[dict]]:
     """The messages the manager sends the LM for the answer set's generated turns, in a fixed
-    shuffled order (seed 0)."""
-    model, captured = manager.model, []
-
-    class Capture:
-        name = "capture"
-
-        def stream(self, messages, max_new_tokens=None, starts=()):
-            captured.append(messages)
-            yield "Not stated."
-
-        def count_tokens(self, text):
-            return model.count_tokens(text)
-
-    manager.model = Capture()
+    shuffled order (seed 0): a `FakeChatModel` stands in and records them (counting tokens as the
+    real model does, so that histories are trimmed alike)."""
+    model, capture = manager.model, FakeChatModel("Not stated.")
+    capture.count_tokens = model.count_tokens
+    manager.model = capture
     try:
         items = read_jsonl(HERE / "answers.jsonl")
         random.Random(0).shuffle(items)
         for item in items:
             manager.respond(item["question"], item.get("history") or []).finish()
-            if len(captured) >= limit:
+            if len(capture.calls) >= limit:
                 break
     finally:
         manager.model = model
-    return captured
+    return capture.calls
 
 
 def run(model, prompts: list[list[dict]], workers: int) -> dict:

@@ -84,7 +84,6 @@ class LlamaCppChatModel:
         llm, last = taken
         if last[:1] != prompt[:1]:  # its cache lacks this prompt's system text: restore one that has it
             self._openings.restore(llm, prompt[0])
-        finished = False
         try:
             chunks = llm.create_chat_completion(
                 messages=messages,
@@ -98,10 +97,8 @@ class LlamaCppChatModel:
                 text = chunk["choices"][0]["delta"].get("content")
                 if text:
                     yield text
-            finished = True
+            self._openings.keep(llm, prompt[0])  # after a whole answer only (it never raises)
         finally:
-            if finished:
-                self._openings.keep(llm, prompt[0])
             self._pool.release(llm)
 
     def count_tokens(self, text: str) -> int:
@@ -210,6 +207,7 @@ def _shared(a: list[str], b: list[str]) -> tuple[int, int]:
         whole += 1
     rest = len(os.path.commonprefix([a[whole], b[whole]])) if whole < min(len(a), len(b)) else 0
     return whole, rest
+
 
 class TransformersChatModel:
     """A causal LM run by transformers; one streamer and one stop flag per call."""
