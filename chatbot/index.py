@@ -39,6 +39,9 @@ from chatbot.errors import KnowledgeIndexError
 from chatbot.lexical import tokenize
 
 log = logging.getLogger(__name__)
+# faiss's import tries its CPU builds in turn and logs each one missing with a ModuleNotFoundError,
+# which reads as a failure at every start; a real failure still raises on import.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 CHUNKER_VERSION = "4"  # 3: document ids and pages; PDF, DOCX, HTML, TXT, XLSX, JSON; 4: answers embedded
 KEEP_VERSIONS = 2
 _OPENING_QUESTION = re.compile(r"([^.!?。！？\n]+[?？])\s*(\S.*)", re.S)  # its first sentence asks
